@@ -1,0 +1,163 @@
+"""The durable job queue in SQL: atomic claims, leases with heartbeats, fencing tokens.
+
+A worker claims a queued job with a compare-and-set ``UPDATE`` (portable: SQLite
+serialises writers, Postgres row-locks), which bumps ``lease_token``. Every later write
+for that job is made after ``fence`` in the same transaction: it renews the lease only
+while the token is still ours, so a worker whose lease expired (and whose job another
+worker re-claimed) can no longer write anything.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from jobs import spec
+from jobs.store import Job, JobEvent, Store, new_id, now
+
+
+class LeaseLost(RuntimeError):
+    """Our lease on the job expired or was taken over; stop writing for it."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this worker holds: its id, fencing token and attempt number."""
+
+    job_id: str
+    token: int
+    attempt: int
+
+
+def add_event(
+    session: Session,
+    job_id: str,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> JobEvent:
+    """Append an event to a job's log."""
+    event = JobEvent(
+        id=event_id or new_id("ftevent"),
+        job_id=job_id,
+        created_at=now(),
+        level=level,
+        type=type,
+        message=message,
+        data=data,
+    )
+    session.add(event)
+    return event
+
+
+def reap_expired(store: Store) -> list[str]:
+    """Re-queue running jobs whose lease expired (their worker died); fail those out of attempts.
+
+    Returns the ids of the jobs it touched.
+    """
+    touched: list[str] = []
+    current = time.time()
+    with store.session() as session:
+        stale = session.scalars(
+            select(Job).where(Job.status == spec.RUNNING, Job.lease_expires_at < current)
+        ).all()
+        for job in stale:
+            if job.attempts >= job.max_attempts:
+                values = dict(
+                    status=spec.FAILED,
+                    finished_at=now(),
+                    error={
+                        "code": "worker_lost",
+                        "message": f"The job's worker stopped responding on each of its {job.attempts} attempts.",
+                        "param": None,
+                    },
+                )
+                note, level = f"Worker lost on attempt {job.attempts}; no attempts left, the job failed.", "error"
+            else:
+                values = dict(status=spec.QUEUED)
+                note, level = (
+                    f"Worker lost on attempt {job.attempts}; the job was re-queued and will resume "
+                    "from its newest checkpoint.",
+                    "warn",
+                )
+            # Compare-and-set on the token: a worker renewing at this very moment wins.
+            res = session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.lease_token == job.lease_token, Job.status == spec.RUNNING)
+                .values(lease_owner=None, lease_expires_at=None, lease_token=Job.lease_token + 1, **values)
+            )
+            if res.rowcount == 1:
+                add_event(session, job.id, note, level=level)
+                touched.append(job.id)
+    return touched
+
+
+def claim_next(store: Store, worker_id: str, lease_seconds: float) -> Claim | None:
+    """Atomically take the oldest queued job, or return None when there is none."""
+    while True:
+        with store.session() as session:
+            candidate = session.execute(
+                select(Job.id, Job.lease_token, Job.attempts)
+                .where(Job.status == spec.QUEUED)
+                .order_by(Job.created_at, Job.id)
+                .limit(1)
+            ).first()
+            if candidate is None:
+                return None
+            current = time.time()
+            res = session.execute(
+                update(Job)
+                .where(
+                    Job.id == candidate.id,
+                    Job.status == spec.QUEUED,
+                    Job.lease_token == candidate.lease_token,
+                )
+                .values(
+                    status=spec.RUNNING,
+                    lease_owner=worker_id,
+                    lease_token=candidate.lease_token + 1,
+                    lease_expires_at=current + lease_seconds,
+                    heartbeat_at=current,
+                    attempts=candidate.attempts + 1,
+                    requested_action=None,
+                )
+            )
+            if res.rowcount == 1:
+                job = session.get(Job, candidate.id)
+                if job.started_at is None:
+                    job.started_at = now()
+                return Claim(candidate.id, candidate.lease_token + 1, candidate.attempts + 1)
+        # Another worker won this one; look again.
+
+
+def fence(session: Session, claim: Claim, lease_seconds: float) -> str | None:
+    """Renew the lease inside ``session``'s transaction, or raise LeaseLost.
+
+    Returns the action the user asked for meanwhile ("pause", "cancel") or None.
+    """
+    current = time.time()
+    res = session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id, Job.lease_token == claim.token, Job.status == spec.RUNNING)
+        .values(heartbeat_at=current, lease_expires_at=current + lease_seconds)
+    )
+    if res.rowcount != 1:
+        raise LeaseLost(claim.job_id)
+    return session.scalar(select(Job.requested_action).where(Job.id == claim.job_id))
+
+
+def release(session: Session, claim: Claim, lease_seconds: float, **values: Any) -> None:
+    """Set the job's final (or paused / re-queued) state and give up the lease, fenced."""
+    fence(session, claim, lease_seconds)
+    session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id, Job.lease_token == claim.token)
+        .values(lease_owner=None, lease_expires_at=None, requested_action=None, **values)
+    )

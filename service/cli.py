@@ -1,0 +1,185 @@
+"""The ``rft`` command: serve, worker, keys, demo-model.
+
+``rft serve`` runs the API under uvicorn and starts the worker(s) and the inference
+process as children; SIGINT or SIGTERM stops them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+
+from service.settings import Settings
+
+log = logging.getLogger("rft")
+
+DEMO_MODEL_NAME = "rft-demo-tiny"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    for name in ("host", "port", "data_dir", "workers"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "no_inference", False):
+        overrides["start_inference"] = False
+    return Settings(**overrides)
+
+
+def engine_env(settings: Settings) -> dict[str, str]:
+    """Environment for engine processes: where the data lives and how to reach the service."""
+    from service.grading import grader_context
+
+    env = {
+        "RFT_DATA_DIR": str(settings.data_dir),
+        "RFT_DATABASE_URL": settings.resolved_database_url,
+        "RFT_MODELS_DIR": str(settings.resolved_models_dir),
+        "RFT_LEASE_SECONDS": str(settings.lease_seconds),
+        "RFT_MAX_ATTEMPTS": str(settings.max_attempts),
+        "RFT_GRADER_CONTEXT": json.dumps(grader_context(settings)),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    if settings.internal_token:
+        env["RFT_INTERNAL_TOKEN"] = settings.internal_token
+    return env
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus re-raising the stop signal after its graceful shutdown.
+
+    uvicorn re-raises SIGINT/SIGTERM once it has shut down, which would kill this process
+    before it stops its children; here the signal just ends ``run()``.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle_exit)
+        yield
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.app import create_app
+    from service.processes import Supervisor, free_port
+
+    settings = _settings(args)
+    updates: dict = {"internal_token": settings.internal_token or secrets.token_urlsafe(24)}
+    if settings.start_inference:
+        port = settings.inference_port or free_port()
+        updates.update(inference_port=port, inference_url=f"http://127.0.0.1:{port}")
+    settings = settings.model_copy(update=updates)
+    app = create_app(settings)  # creates the data dir and migrates before children start
+
+    supervisor = Supervisor(engine_env(settings))
+    try:
+        for _ in range(settings.workers):
+            supervisor.start("jobs.worker", [])
+        if settings.start_inference:
+            supervisor.start("jobs.inference", ["--host", "127.0.0.1", "--port", str(settings.inference_port)])
+        supervisor.watch()
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+        _Server(config).run()  # returns after SIGINT / SIGTERM
+    finally:
+        supervisor.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.ensure_dirs()
+    from jobs.store import Store
+
+    Store(settings.resolved_database_url).migrate()
+    os.environ.update(engine_env(settings))
+    # Replace this process: the worker is the engine's code, started by module path.
+    os.execv(sys.executable, [sys.executable, "-m", "jobs.worker"])
+    return 0  # not reached
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from jobs.store import ApiKey, Project, Store
+    from service.auth import create_key, revoke_key
+
+    settings = _settings(args)
+    settings.ensure_dirs()
+    store = Store(settings.resolved_database_url)
+    store.migrate()
+    with store.session() as session:
+        if args.keys_command == "create":
+            plain, _ = create_key(session, args.project)
+            print(plain)  # noqa: T201 - the one time the key is shown
+        elif args.keys_command == "list":
+            for key, project in session.query(ApiKey, Project).join(Project).order_by(ApiKey.created_at):
+                state = "revoked" if key.revoked_at else "active"
+                print(f"{key.id}\t{project.name}\t{key.prefix}...\t{state}")  # noqa: T201
+        elif args.keys_command == "revoke":
+            if not revoke_key(session, args.key_id):
+                print(f"no active key {args.key_id}", file=sys.stderr)  # noqa: T201
+                return 1
+    return 0
+
+
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.ensure_dirs()
+    out = Path(args.out) if args.out else settings.resolved_models_dir / DEMO_MODEL_NAME
+    return subprocess.call([sys.executable, "-m", "jobs.demo_model", "--out", str(out)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rft", description="Self-hosted reinforcement fine-tuning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, help="data directory (env RFT_DATA_DIR)")
+
+    serve = sub.add_parser("serve", help="run the API, a worker and the inference process")
+    common(serve)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes to start (0: none)")
+    serve.add_argument("--no-inference", action="store_true", help="do not start the inference process")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run one worker against the shared database")
+    common(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--project", required=True)
+    listing = keys_sub.add_parser("list", help="list keys")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+    for leaf in (create, listing, revoke):
+        common(leaf)
+    keys.set_defaults(func=cmd_keys)
+
+    demo = sub.add_parser("demo-model", help="build the tiny demo base model into the models dir")
+    common(demo)
+    demo.add_argument("--out", help="output folder (default: <models dir>/rft-demo-tiny)")
+    demo.set_defaults(func=cmd_demo_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

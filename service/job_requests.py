@@ -1,0 +1,191 @@
+"""Checking a job-creation body whole, before anything is stored or queued.
+
+Every refusal is an ``InvalidRequest`` whose ``param`` is the dotted path of the field
+to change (``method.reinforcement.grader.reference``, ``training_file``, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+import graders
+from jobs.base_models import UnknownModel, resolve_base_model
+from jobs.hyperparams import HyperparameterError, count_parameters_from_config, resolve_hyperparameters
+from jobs.store import File, Model, Project
+from service.errors import InvalidRequest
+from service.settings import Settings
+
+TOP_LEVEL_FIELDS = {
+    "model", "training_file", "validation_file", "suffix", "seed", "metadata", "method",
+    "hyperparameters", "integrations",
+}
+METHOD_TYPES = ("reinforcement",)
+ALGORITHMS = ("grpo", "rloo")
+REINFORCEMENT_FIELDS = {"grader", "response_format", "hyperparameters", "algorithm"}
+SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass
+class CheckedJob:
+    """A creation body that passed every check, with every "auto" resolved."""
+
+    model: str
+    training_file: File
+    validation_file: File | None
+    suffix: str | None
+    seed: int
+    metadata: dict[str, str] | None
+    method: dict[str, Any]
+
+
+def body_hash(body: Any) -> str:
+    """A stable hash of a request body, for Idempotency-Key replays."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _owned_file(session: Session, project: Project, file_id: Any, param: str) -> File:
+    if not isinstance(file_id, str) or not file_id:
+        raise InvalidRequest(f"{param} must be a file id.", param=param)
+    row = session.get(File, file_id)
+    if row is None or row.project_id != project.id:
+        raise InvalidRequest(f"File '{file_id}' does not exist.", param=param, code="file_not_found")
+    return row
+
+
+def _model_params(session: Session, project: Project, settings: Settings, name: Any) -> int | None:
+    """Check the base model exists; return its parameter count when its config tells it."""
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest("model must name a base model or a fine-tuned model.", param="model")
+    if name.startswith("ft:"):
+        tuned = session.get(Model, name)
+        if tuned is None or tuned.project_id != project.id:
+            raise InvalidRequest(f"Fine-tuned model '{name}' does not exist.", param="model", code="model_not_found")
+        location = str(settings.data_dir / tuned.path)
+    else:
+        try:
+            location = resolve_base_model(
+                name, settings.resolved_models_dir, allow_local_paths=settings.allow_local_model_paths,
+                allow_hub=settings.allow_hub_models,
+            ).location
+        except UnknownModel as exc:
+            raise InvalidRequest(str(exc), param="model", code="model_not_found") from None
+    return count_parameters_from_config(location)
+
+
+def check_create_body(session: Session, project: Project, settings: Settings, body: Any) -> CheckedJob:
+    """Validate a ``POST /v1/fine_tuning/jobs`` body; raise InvalidRequest naming the field."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    unknown = sorted(set(body) - TOP_LEVEL_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"Unknown field '{unknown[0]}'.", param=unknown[0])
+    if body.get("integrations"):
+        raise InvalidRequest("integrations are not supported by this server.", param="integrations")
+    if body.get("hyperparameters") is not None:
+        raise InvalidRequest(
+            "Top-level hyperparameters are deprecated; put them in method.<type>.hyperparameters.",
+            param="hyperparameters",
+        )
+
+    n_params = _model_params(session, project, settings, body.get("model"))
+    train = _owned_file(session, project, body.get("training_file"), "training_file")
+    if train.line_count < settings.min_training_rows:
+        raise InvalidRequest(
+            f"The training file has {train.line_count} rows; at least {settings.min_training_rows} are needed.",
+            param="training_file",
+            code="too_few_rows",
+        )
+    valid = None
+    if body.get("validation_file") is not None:
+        valid = _owned_file(session, project, body["validation_file"], "validation_file")
+
+    suffix = body.get("suffix")
+    if suffix is not None and (not isinstance(suffix, str) or not SUFFIX.match(suffix)):
+        raise InvalidRequest("suffix must be 1 to 64 letters, digits, '-' or '_'.", param="suffix")
+    seed = body.get("seed")
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    elif not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31:
+        raise InvalidRequest("seed must be an integer in [0, 2^31).", param="seed")
+    metadata = body.get("metadata")
+    if metadata is not None and (
+        not isinstance(metadata, dict)
+        or len(metadata) > 16
+        or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512 for k, v in metadata.items()
+        )
+    ):
+        raise InvalidRequest(
+            "metadata must be at most 16 string keys (64 chars) with string values (512 chars).", param="metadata"
+        )
+
+    method = body.get("method")
+    if not isinstance(method, dict) or method.get("type") is None:
+        raise InvalidRequest('method.type is required ("reinforcement").', param="method.type")
+    if method["type"] not in METHOD_TYPES:
+        raise InvalidRequest(
+            f"method.type '{method['type']}' is not supported by this server; use one of {list(METHOD_TYPES)}.",
+            param="method.type",
+        )
+    extra = sorted(set(method) - {"type", method["type"]})
+    if extra:
+        raise InvalidRequest(f"Unknown field 'method.{extra[0]}'.", param=f"method.{extra[0]}")
+    resolved = _check_reinforcement(method.get("reinforcement"), train, valid, n_params)
+    return CheckedJob(
+        model=body["model"],
+        training_file=train,
+        validation_file=valid,
+        suffix=suffix,
+        seed=seed,
+        metadata=metadata,
+        method={"type": "reinforcement", "reinforcement": resolved},
+    )
+
+
+def _check_reinforcement(rl: Any, train: File, valid: File | None, n_params: int | None) -> dict:
+    prefix = "method.reinforcement"
+    if not isinstance(rl, dict):
+        raise InvalidRequest(f"{prefix} must be an object with a grader.", param=prefix)
+    unknown = sorted(set(rl) - REINFORCEMENT_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"Unknown field '{prefix}.{unknown[0]}'.", param=f"{prefix}.{unknown[0]}")
+    algorithm = rl.get("algorithm", "grpo")
+    if algorithm not in ALGORITHMS:
+        raise InvalidRequest(
+            f"{prefix}.algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}.", param=f"{prefix}.algorithm"
+        )
+    if "grader" not in rl:
+        raise InvalidRequest(f"{prefix}.grader is required.", param=f"{prefix}.grader")
+    # Templates may read the keys every row of both files has.
+    keys = set(train.item_keys) | {"messages"}
+    if valid is not None:
+        keys &= set(valid.item_keys) | {"messages"}
+    try:
+        spec = graders.parse_grader(rl["grader"])
+        graders.validate_grader(spec, item_keys=keys)
+    except graders.GraderError as exc:
+        param = f"{prefix}.grader" + (f".{exc.param}" if exc.param else "")
+        raise InvalidRequest(f"{param}: {exc}", param=param, code="invalid_grader") from None
+    response_format = rl.get("response_format")
+    if response_format is not None and not isinstance(response_format, dict):
+        raise InvalidRequest(f"{prefix}.response_format must be an object.", param=f"{prefix}.response_format")
+    requested = rl.get("hyperparameters") or {}
+    if not isinstance(requested, dict):
+        raise InvalidRequest(f"{prefix}.hyperparameters must be an object.", param=f"{prefix}.hyperparameters")
+    try:
+        hyper = resolve_hyperparameters("reinforcement", algorithm, requested, train.line_count, n_params)
+    except HyperparameterError as exc:
+        raise InvalidRequest(exc.message, param=exc.param, code="invalid_hyperparameters") from None
+    return {
+        "grader": rl["grader"],
+        "response_format": response_format,
+        "hyperparameters": hyper,
+        "algorithm": algorithm,
+    }

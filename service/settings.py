@@ -1,0 +1,79 @@
+"""Service settings: one pydantic-settings class, read from ``RFT_*`` environment variables.
+
+The app factory takes a ``Settings`` instance, so tests build their own instead of
+patching globals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from graders.base import JudgeEndpoint
+
+
+class Settings(BaseSettings):
+    """Everything the API process and the processes it starts need to know."""
+
+    model_config = SettingsConfigDict(env_prefix="RFT_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Path("rft-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: a SQLite file in the data dir"
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Uploads.
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_file_lines: int = 1_000_000
+    max_line_bytes: int = 1024 * 1024
+
+    # Base models: every sub-folder of models_dir holding a config.json is a base model
+    # named after the folder. The demo model is built into <data_dir>/models.
+    models_dir: Path | None = None
+    allow_hub_models: bool = True
+    allow_local_model_paths: bool = True  # absolute paths to model folders on this machine
+
+    # Jobs.
+    min_training_rows: int = 8
+
+    # Engine processes started by `rft serve`.
+    workers: int = 1
+    start_inference: bool = True
+    inference_port: int = 0  # 0: pick a free loopback port at start
+    inference_url: str | None = None  # set by `rft serve` once the port is known
+    internal_token: str = ""
+    inference_timeout_seconds: float = 600.0
+
+    # Queue.
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+
+    # Graders.
+    allow_unsafe_sandbox: bool = False
+    judge_endpoints: dict[str, JudgeEndpoint] = Field(default_factory=dict)
+    endpoint_allowlist: list[str] = Field(default_factory=list)
+    reward_models: dict[str, str] = Field(default_factory=dict)  # name -> local model folder
+
+    @field_validator("data_dir", "models_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured database URL, or the SQLite file in the data dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'rft.db'}"
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        """Where base models live: the configured folder, else ``<data_dir>/models``."""
+        return self.models_dir or self.data_dir / "models"
+
+    def ensure_dirs(self) -> None:
+        """Create the data dir and its sub-folders."""
+        for sub in ("files", "jobs", "exports", "tmp", "models"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)

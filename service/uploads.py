@@ -1,0 +1,158 @@
+"""Streaming multipart upload: the file part goes to disk as it arrives, under a byte cap.
+
+Nothing is buffered whole: the body is read chunk by chunk, the ``file`` part is
+written to a temp file and checked line by line, and a body over the cap is refused
+(413) as soon as the count passes it. On any refusal the temp file is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from service.errors import InvalidRequest, PayloadTooLarge
+from service.jsonl import JsonlChecker, JsonlError
+
+MAX_FIELD_BYTES = 4096
+
+
+@dataclass
+class _Part:
+    headers: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+    filename: str | None = None
+
+
+@dataclass
+class ReceivedUpload:
+    """A checked upload waiting in a temp file to be moved into place."""
+
+    temp_path: Path
+    filename: str
+    fields: dict[str, str]
+    checker: JsonlChecker
+
+
+async def receive_jsonl_upload(
+    request: Request, temp_dir: Path, max_bytes: int, max_line_bytes: int, max_lines: int
+) -> ReceivedUpload:
+    """Read a multipart body with a ``file`` part of JSONL; raise 400/413 API errors."""
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or b"boundary" not in params:
+        raise InvalidRequest("Upload with multipart/form-data (fields 'file' and 'purpose').", param="file")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"The upload is larger than the {max_bytes}-byte limit.", param="file")
+
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=temp_dir)
+    temp_path = Path(temp_name)
+    out = os.fdopen(fd, "wb")
+    checker = JsonlChecker(max_line_bytes=max_line_bytes, max_lines=max_lines)
+    fields: dict[str, bytearray] = {}
+    state = {"part": _Part(), "header_field": bytearray(), "header_value": bytearray()}
+    file_seen: dict[str, str | None] = {}
+    errors: list[Exception] = []
+
+    def on_part_begin() -> None:
+        state["part"] = _Part()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header_field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["header_value"] += data[start:end]
+
+    def on_header_end() -> None:
+        part: _Part = state["part"]
+        part.headers[bytes(state["header_field"]).decode("latin-1").lower()] = bytes(
+            state["header_value"]
+        ).decode("latin-1")
+        state["header_field"] = bytearray()
+        state["header_value"] = bytearray()
+
+    def on_headers_finished() -> None:
+        part: _Part = state["part"]
+        _, disp = parse_options_header(part.headers.get("content-disposition", ""))
+        part.name = disp.get(b"name", b"").decode("utf-8", "replace")
+        raw_filename = disp.get(b"filename")
+        part.filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
+        if part.name == "file":
+            file_seen["filename"] = part.filename or "upload.jsonl"
+        else:
+            fields[part.name] = bytearray()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if errors:
+            return
+        part: _Part = state["part"]
+        chunk = data[start:end]
+        try:
+            if part.name == "file":
+                out.write(chunk)
+                checker.feed(chunk)
+            else:
+                buf = fields[part.name]
+                buf += chunk
+                if len(buf) > MAX_FIELD_BYTES:
+                    raise InvalidRequest(f"Form field '{part.name}' is too long.", param=part.name)
+        except Exception as exc:  # first error wins; the rest of the body is not read
+            errors.append(exc)
+
+    def on_part_end() -> None:
+        if errors:
+            return
+        if state["part"].name == "file":
+            try:
+                checker.finish()
+            except JsonlError as exc:
+                errors.append(exc)
+
+    parser = MultipartParser(
+        params[b"boundary"],
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes:
+                raise PayloadTooLarge(f"The upload is larger than the {max_bytes}-byte limit.", param="file")
+            if errors:
+                break  # a bad line was found: no need to read the rest
+            parser.write(chunk)
+        if not errors:
+            parser.finalize()
+        out.close()
+        if errors:
+            exc = errors[0]
+            if isinstance(exc, JsonlError):
+                raise InvalidRequest(
+                    f"Invalid file: line {exc.line}: {exc.problem}", param="file", code="invalid_file_format"
+                )
+            raise exc
+        if "filename" not in file_seen:
+            raise InvalidRequest("Missing the 'file' part of the form.", param="file")
+    except BaseException:
+        out.close()
+        temp_path.unlink(missing_ok=True)
+        raise
+    return ReceivedUpload(
+        temp_path=temp_path,
+        filename=file_seen["filename"] or "upload.jsonl",
+        fields={k: v.decode("utf-8", "replace") for k, v in fields.items()},
+        checker=checker,
+    )
