@@ -12,11 +12,17 @@ cannot be parsed is ``other_error``.
 
 math-verify's own timeout relies on ``SIGALRM``, which only works in the main thread; off
 the main thread it runs without one, so inputs are cut to their last ``MAX_CHARS``
-characters to bound the work.
+characters to bound the work (and its "Timeout is disabled" warning, expected there, is
+filtered out of the log rather than repeated for every sample).
+
+A reference counts as parsed only when math-verify extracted a mathematical object from
+it: for text it cannot read it returns just the raw string, which used to make every
+sample score 0 without any error flag.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Literal
 
@@ -28,6 +34,18 @@ from graders.base import GraderContext, GradeResult, SampleError
 
 MAX_CHARS = 4000
 TIMEOUT_S = 5
+
+
+class _NoTimeoutWarning(logging.Filter):
+    """Drops math-verify's per-call warning that it runs without a timeout (by design
+    off the main thread, see the module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_NoTimeoutWarning())
 
 
 class MathMatchGrader(BaseModel):
@@ -54,7 +72,7 @@ def grade(spec: MathMatchGrader, sample: dict[str, Any], item: dict[str, Any], c
     gold = parse(reference_text, parsing_timeout=timeout)
     if not gold and "$" not in reference_text:
         gold = parse(f"${reference_text}$", parsing_timeout=timeout)
-    if not gold:
+    if not any(not isinstance(g, str) for g in gold):
         raise SampleError("other_error", f"math_match could not parse the reference {reference_text[:100]!r}")
     answer = parse(answer_text, parsing_timeout=timeout)
     if not answer:
