@@ -169,7 +169,7 @@ class JobRun:
             if resume:
                 note = f"Resuming from checkpoint {Path(resume).name} (attempt {self.claim.attempt})."
             else:
-                note = f"Training started (attempt {self.claim.attempt})."
+                note = f"Job claimed by a worker (attempt {self.claim.attempt})."
             queue.add_event(session, self.claim.job_id, note)
         self._supervise()
 
