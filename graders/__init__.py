@@ -147,7 +147,19 @@ def parse_grader(obj: Any) -> Any:
     except ValidationError as exc:
         err = exc.errors()[0]
         param = _param_from_loc(tuple(err["loc"]))
-        if err["type"] == "extra_forbidden":
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            # A sub-grader of a multi without a valid type: name its "type" field.
+            param = f"{param}.type" if param else "type"
+            tag = (err.get("ctx") or {}).get("tag")
+            if tag == "multi":
+                message = f"{param}: a multi grader cannot contain another multi grader"
+            elif tag is None:
+                message = f"missing required field '{param}'"
+            else:
+                message = f"{param}: unknown grader type {tag!r}; expected one of: " + ", ".join(
+                    t for t in GRADER_TYPES if t != "multi"
+                )
+        elif err["type"] == "extra_forbidden":
             message = f"unknown field '{param}' for a {kind} grader"
         elif err["type"] == "missing":
             message = f"missing required field '{param}' for a {kind} grader"

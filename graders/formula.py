@@ -11,6 +11,10 @@ minus, as in mathematics: ``-2^2 == -4``)::
 
 Names are the ``multi`` grader's keys. Functions: ``min`` and ``max`` (one or more
 arguments), ``abs floor ceil exp sqrt log`` (one argument; ``log`` is natural).
+
+A formula is at most ``MAX_CHARS`` characters and its tree at most ``MAX_DEPTH`` deep:
+parsing and evaluation recurse, and a formula such as ``((((...))))`` or
+``1+1+...+1`` must be refused as a formula error, not crash with ``RecursionError``.
 """
 
 from __future__ import annotations
@@ -20,9 +24,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+MAX_CHARS = 1000
+MAX_DEPTH = 100
+
 FUNCTIONS: dict[str, tuple[Callable[..., float], int | None]] = {
-    "min": (min, None),
-    "max": (max, None),
+    # Called with the arguments spread out: builtin min(x) / max(x) of a single float
+    # would try to iterate it.
+    "min": (lambda *xs: min(xs), None),
+    "max": (lambda *xs: max(xs), None),
     "abs": (abs, 1),
     "floor": (lambda x: float(math.floor(x)), 1),
     "ceil": (lambda x: float(math.ceil(x)), 1),
@@ -31,7 +40,9 @@ FUNCTIONS: dict[str, tuple[Callable[..., float], int | None]] = {
     "log": (math.log, 1),
 }
 
-_TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|([A-Za-z_][A-Za-z0-9_]*)|(.))")
+_TOKEN = re.compile(
+    r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|([A-Za-z_][A-Za-z0-9_]*)|(.))"
+)
 
 
 class FormulaError(ValueError):
@@ -95,6 +106,7 @@ class _Parser:
     def __init__(self, text: str):
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.level = 0
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -102,7 +114,9 @@ class _Parser:
     def take(self, value: str | None = None) -> tuple[str, str]:
         tok = self.peek()
         if tok is None:
-            raise FormulaError("unexpected end of formula" + (f" (expected {value!r})" if value else ""))
+            raise FormulaError(
+                "unexpected end of formula" + (f" (expected {value!r})" if value else "")
+            )
         if value is not None and tok[1] != value:
             raise FormulaError(f"expected {value!r}, found {tok[1]!r}")
         self.pos += 1
@@ -127,10 +141,18 @@ class _Parser:
         return node
 
     def unary(self) -> Node:
-        if self.is_op("+", "-"):
-            op = self.take()[1]
-            return Unary(op, self.unary())
-        return self.power()
+        # Every recursive path (unary signs, "^" exponents, parentheses, call
+        # arguments) passes through here, so this bounds the parser's stack.
+        self.level += 1
+        try:
+            if self.level > MAX_DEPTH:
+                raise FormulaError(f"formula is nested deeper than {MAX_DEPTH} levels")
+            if self.is_op("+", "-"):
+                op = self.take()[1]
+                return Unary(op, self.unary())
+            return self.power()
+        finally:
+            self.level -= 1
 
     def power(self) -> Node:
         node = self.atom()
@@ -169,10 +191,14 @@ def parse(text: str, variables: set[str] | None = None) -> Node:
     """Parse ``text``; with ``variables`` also check every name is one of them."""
     if not text.strip():
         raise FormulaError("formula is empty")
+    if len(text) > MAX_CHARS:
+        raise FormulaError(f"formula is longer than {MAX_CHARS} characters")
     parser = _Parser(text)
     node = parser.expr()
     if parser.peek() is not None:
         raise FormulaError(f"unexpected {parser.peek()[1]!r} after a complete expression")
+    if depth(node) > MAX_DEPTH:
+        raise FormulaError(f"formula is nested deeper than {MAX_DEPTH} levels")
     if variables is not None:
         unknown = sorted(names(node) - variables)
         if unknown:
@@ -180,6 +206,22 @@ def parse(text: str, variables: set[str] | None = None) -> Node:
                 f"unknown variable(s) {', '.join(unknown)}; the graders are: {', '.join(sorted(variables))}"
             )
     return node
+
+
+def depth(node: Node) -> int:
+    """Height of the tree (iterative: it runs before the depth is known to be safe)."""
+    best = 0
+    stack: list[tuple[Node, int]] = [(node, 1)]
+    while stack:
+        current, level = stack.pop()
+        best = max(best, level)
+        if isinstance(current, Unary):
+            stack.append((current.operand, level + 1))
+        elif isinstance(current, Binary):
+            stack.extend(((current.left, level + 1), (current.right, level + 1)))
+        elif isinstance(current, Call):
+            stack.extend((arg, level + 1) for arg in current.args)
+    return best
 
 
 def names(node: Node) -> set[str]:

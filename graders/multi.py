@@ -10,8 +10,9 @@ The formula language is ``graders.formula`` (``+ - * / ^``, parentheses, ``min m
 floor ceil exp sqrt log``), parsed at validation, never ``eval``'d. Sub-graders cannot be
 ``multi`` themselves (as in OpenAI's API). Each sub-grader's reward is reported in
 ``sub_rewards``; a failing sub-grader contributes 0 and its error flag is raised on the
-combined result. A math error in the formula (division by zero, ``log(0)``) scores 0
-with ``other_error``.
+combined result. A math error while evaluating the formula (division by zero,
+``log(0)``, an overflow) scores 0 with ``formula_parse_error``: it is the formula that
+failed, and OpenAI has no finer flag for it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class MultiGrader(BaseModel):
             raise ValueError("graders: at least one sub-grader is required")
         for key in self.graders:
             if not key.isidentifier():
-                raise ValueError(f"graders: key {key!r} must be a name usable in the formula (letters, digits, _)")
+                raise ValueError(
+                    f"graders: key {key!r} must be a name usable in the formula (letters, digits, _)"
+                )
         try:
             self._formula = formula.parse(self.calculate_output, set(self.graders))
         except formula.FormulaError as exc:
@@ -79,7 +82,7 @@ def combine(spec: MultiGrader, results: dict[str, GradeResult]) -> GradeResult:
     try:
         reward = formula.evaluate(spec.parsed_formula, sub)
     except (ArithmeticError, ValueError) as exc:
-        errors["other_error"] = True
+        errors["formula_parse_error"] = True
         details.append(f"calculate_output: {exc}")
         reward = 0.0
     return GradeResult(
@@ -91,7 +94,9 @@ def combine(spec: MultiGrader, results: dict[str, GradeResult]) -> GradeResult:
     )
 
 
-def grade(spec: MultiGrader, sample: dict[str, Any], item: dict[str, Any], ctx: GraderContext) -> GradeResult:
+def grade(
+    spec: MultiGrader, sample: dict[str, Any], item: dict[str, Any], ctx: GraderContext
+) -> GradeResult:
     """Grade with every sub-grader, then apply the formula."""
     from graders import grade as grade_one  # the registry imports this module
 
