@@ -40,7 +40,7 @@ class EndpointGrader(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> EndpointGrader:
         if not self.range[0] < self.range[1]:
-            raise ValueError("range must be [low, high] with low < high")
+            raise ValueError("range: must be [low, high] with low < high")
         if any(name.lower() == "host" for name in self.headers):
             raise ValueError("headers: 'host' cannot be set")
         return self

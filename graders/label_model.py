@@ -39,7 +39,7 @@ class LabelModelGrader(BaseModel):
     @model_validator(mode="after")
     def _labels(self) -> LabelModelGrader:
         if len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels must be distinct")
+            raise ValueError("labels: must be distinct")
         unknown = [label for label in self.passing_labels if label not in self.labels]
         if unknown:
             raise ValueError(f"passing_labels: {unknown} are not in labels")

@@ -49,7 +49,7 @@ class PythonGrader(BaseModel):
     @model_validator(mode="after")
     def _range(self) -> PythonGrader:
         if not self.range[0] < self.range[1]:
-            raise ValueError("range must be [low, high] with low < high")
+            raise ValueError("range: must be [low, high] with low < high")
         return self
 
     def template_fields(self) -> list[tuple[str, str]]:

@@ -51,9 +51,9 @@ class RewardModelGrader(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> RewardModelGrader:
         if not self.range[0] < self.range[1]:
-            raise ValueError("range must be [low, high] with low < high")
+            raise ValueError("range: must be [low, high] with low < high")
         if not self.logit_range[0] < self.logit_range[1]:
-            raise ValueError("logit_range must be [low, high] with low < high")
+            raise ValueError("logit_range: must be [low, high] with low < high")
         return self
 
     def template_fields(self) -> list[tuple[str, str]]:
