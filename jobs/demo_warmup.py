@@ -46,9 +46,10 @@ def _batch(tokenizer, rows: list[dict]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def supervised_warmup(model, tokenizer, seed: int = 0, steps: int = WARMUP_STEPS,
-                      max_seconds: float | None = None) -> None:
-    """Train ``model`` in place for ``steps`` steps on fresh demo rows (CUDA when present)."""
+def supervised_warmup(model, tokenizer, seed: int = 0, steps: int | None = None) -> None:
+    """Train ``model`` in place for ``steps`` (default ``WARMUP_STEPS``) steps on fresh
+    demo rows (CUDA when present)."""
+    steps = WARMUP_STEPS if steps is None else steps
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).train()
     torch.manual_seed(seed)
@@ -66,8 +67,6 @@ def supervised_warmup(model, tokenizer, seed: int = 0, steps: int = WARMUP_STEPS
         sched.step()
         opt.zero_grad()
         if step % 100 == 0 or step == steps - 1:
-            log.info("warm-up step %d/%d loss %.3f", step + 1, steps, loss.item())
-        if max_seconds is not None and time.monotonic() - started > max_seconds:
-            log.info("warm-up stopped at its time limit after %d steps", step + 1)
-            break
+            log.info("warm-up step %d/%d loss %.3f (%.0fs)", step + 1, steps, loss.item(),
+                     time.monotonic() - started)
     model.to("cpu").eval()
