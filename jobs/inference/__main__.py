@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-budget-mb", type=int)
     parser.add_argument("--load-timeout-s", type=float)
     parser.add_argument("--max-batch-rows", type=int)
+    parser.add_argument("--torch-threads", type=int)
     parser.add_argument("--backend", choices=["auto", "transformers", "vllm"])
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: v for k, v in {
         "memory_budget_mb": args.memory_budget_mb, "load_timeout_s": args.load_timeout_s,
         "max_batch_rows": args.max_batch_rows, "backend": args.backend,
+        "torch_threads": args.torch_threads,
     }.items() if v is not None}
     settings = InferenceSettings(**overrides)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)

@@ -58,7 +58,7 @@ def create_app(settings: InferenceSettings) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok", "backend": backend.name, "loaded_models": len(cache.loaded_paths),
-                "loading_models": len(cache.loading_paths)}
+                "loading_models": len(cache.loading_paths), **backend.stats()}
 
     @app.post("/internal/chat/completions", dependencies=authorized)
     async def chat_completions(body: ChatCompletionRequest):
@@ -94,7 +94,7 @@ def create_app(settings: InferenceSettings) -> FastAPI:
 
 async def _answer(model: LoadedModel, body: SamplingFields, prompts: list[tuple[int, ...]],
                   kind: responses.Kind):
-    job = GenerationJob(rows_for(model, body, prompts))
+    job = GenerationJob(rows_for(model, body, prompts), stream=body.stream)
     model.start(job)
     prompt_tokens = sum(len(p) for p in prompts)
     if body.stream:

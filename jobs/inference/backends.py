@@ -19,6 +19,9 @@ class Backend(Protocol):
     def load(self, path: str) -> LoadedModel:
         """Load a model folder (runs in the loader thread)."""
 
+    def stats(self) -> dict:
+        """Backend counters for /healthz."""
+
 
 class TransformersBackend:
     """transformers ``generate``, with jobs batched by a DynamicBatcher."""
@@ -26,12 +29,19 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, settings: InferenceSettings):
+        import torch
+
         from .batcher import DynamicBatcher
 
+        if settings.torch_threads is not None:
+            torch.set_num_threads(settings.torch_threads)
         self.batcher = DynamicBatcher(settings.max_batch_rows)
 
     def load(self, path: str) -> LoadedModel:
         return load_transformers(path, self.batcher.submit)
+
+    def stats(self) -> dict:
+        return self.batcher.stats()
 
 
 def vllm_usable() -> bool:

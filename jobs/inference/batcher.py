@@ -69,6 +69,12 @@ class DynamicBatcher:
         self._wakeup = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="rft-generate", daemon=True)
         self._thread.start()
+        self.batches = 0
+        self.rows = 0
+
+    def stats(self) -> dict:
+        """How many generate calls ran and how many rows they held (shows batching)."""
+        return {"batches": self.batches, "rows": self.rows}
 
     def submit(self, model: LoadedModel, job: GenerationJob) -> None:
         """Queue ``job`` for ``model``; returns at once."""
@@ -112,7 +118,8 @@ class DynamicBatcher:
         rows = [(job, i) for job in jobs for i in range(len(job.rows))]
         params = [job.rows[i] for job, i in rows]
         tok = model.tokenizer
-        texts = [RowText(tok, p.stop, model.eos_ids, p.max_tokens) for p in params]
+        texts = [RowText(tok, p.stop, model.eos_ids, p.max_tokens, incremental=job.stream)
+                 for p, (job, _) in zip(params, rows, strict=True)]
         device = model.model.device
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else min(model.eos_ids)
 
@@ -155,5 +162,7 @@ class DynamicBatcher:
                 job.emit(RowEvent(index, text.finish_length(), text.finish_reason, text.count))
             elif text.finish_reason == "cancelled":
                 job.emit(RowEvent(index, "", "cancelled", text.count))
+        self.batches += 1
+        self.rows += len(rows)
         log.debug("batch of %d rows (%d jobs) for %s in %.2fs", len(rows), len(jobs),
                   model.path, time.monotonic() - t0)

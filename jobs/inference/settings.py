@@ -32,6 +32,12 @@ class InferenceSettings(BaseSettings):
         default=32, ge=1,
         description="Most sequences (choices of all waiting requests) in one batched generate.",
     )
+    torch_threads: int | None = Field(
+        default=None, ge=1,
+        description="CPU threads torch may use (default: torch's own, one per core). Small "
+                    "models on a CPU shared with a trainer run faster with fewer: idle "
+                    "OpenMP threads spin against the other processes.",
+    )
     backend: Literal["auto", "transformers", "vllm"] = Field(
         default="auto",
         description="auto: vLLM when it is installed and CUDA is present, else transformers.",

@@ -8,15 +8,19 @@ _REPLACEMENT = "\ufffd"
 class RowText:
     """Turns a row's tokens into text deltas, applying stop sequences and the token cap.
 
-    The whole completion is decoded again at each token (cheap at chat lengths) because
-    byte-level tokens can split a character: a trailing U+FFFD is held back until the
-    character completes. The last ``len(stop) - 1`` characters are held back too, so a
-    stop sequence spanning tokens is never half-sent.
+    With ``incremental`` (a streamed row, or one with stop sequences) the whole
+    completion is decoded again at each token (cheap at chat lengths) because byte-level
+    tokens can split a character: a trailing U+FFFD is held back until the character
+    completes. The last ``len(stop) - 1`` characters are held back too, so a stop
+    sequence spanning tokens is never half-sent. Without it, text is decoded once, at
+    the end, and ``push`` returns "" until then.
     """
 
-    def __init__(self, tokenizer, stop: tuple[str, ...], eos_ids: frozenset[int], max_tokens: int):
+    def __init__(self, tokenizer, stop: tuple[str, ...], eos_ids: frozenset[int], max_tokens: int,
+                 incremental: bool):
         self._tokenizer = tokenizer
         self._stop = stop
+        self._incremental = incremental or bool(stop)
         self._holdback = max((len(s) for s in stop), default=1) - 1
         self._eos_ids = eos_ids
         self._max_tokens = max_tokens
@@ -38,6 +42,11 @@ class RowText:
             self.finish_reason = "stop"
             return self._flush(self._decode())
         self._ids.append(token_id)
+        if not self._incremental:
+            if self.count >= self._max_tokens:
+                self.finish_reason = "length"
+                return self._flush(self._decode())
+            return ""
         text = self._decode()
         cut = self._find_stop(text)
         if cut is not None:

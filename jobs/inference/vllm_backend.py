@@ -29,6 +29,10 @@ class VllmBackend:
     def __init__(self, settings: InferenceSettings):
         self._settings = settings
 
+    def stats(self) -> dict:
+        # vLLM schedules inside its engine; it keeps its own metrics.
+        return {}
+
     def load(self, path: str) -> LoadedModel:
         from transformers import AutoTokenizer
         from vllm import AsyncEngineArgs, AsyncLLMEngine

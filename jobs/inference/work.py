@@ -50,9 +50,12 @@ class JobFailed:
 @dataclass
 class GenerationJob:
     """The rows of one request, in choice order, and the queue their events go to.
-    Create it on the event loop that will read its events."""
+    Create it on the event loop that will read its events. A job that is not
+    ``stream``ed gets one event per row, at its end: waking the event loop for every
+    token would only take time from generation."""
 
     rows: list[RowParams]
+    stream: bool
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
     cancelled: bool = False
     _queue: asyncio.Queue = field(default_factory=asyncio.Queue)

@@ -17,7 +17,9 @@ USER = [{"role": "user", "content": "What is two plus two?"}]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc = start_inference(tmp_path_factory.mktemp("inference"))
+    # One torch thread: the test model is tiny, and spare threads only spin against
+    # whatever else runs on the machine.
+    proc = start_inference(tmp_path_factory.mktemp("inference"), "--torch-threads", "1")
     yield proc
     proc.stop()
 
@@ -172,10 +174,18 @@ def test_concurrent_requests_are_batched_not_serialised(server, tiny_model_dir):
                                              for _ in range(k)])
             return time.perf_counter() - t0, [a.json() for a in answers]
 
-    one, _ = asyncio.run(run(1))
+    def batches() -> int:
+        return httpx.get(f"{server.url}/healthz").json()["batches"]
+
+    # The best of two single runs: this machine may be busy with other work.
+    one = min(run_time for run_time, _ in (asyncio.run(run(1)), asyncio.run(run(1))))
+    before = batches()
     eight, answers = asyncio.run(run(8))
     assert all(len(a["choices"]) == 1 for a in answers)
     assert len({a["choices"][0]["message"]["content"] for a in answers}) == 1
+    # 1 warm-up + the 8, which share generate calls: the first may start alone, the
+    # rest queue behind it and run together.
+    assert batches() - before <= 3
     # Serialised, eight would take ~8x one; batched they share forward passes.
     assert eight < 4 * one, (one, eight)
 
