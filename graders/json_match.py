@@ -44,13 +44,14 @@ with an item ``{"reference": {"university": "University of California Berkeley",
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from rapidfuzz import fuzz
 
 from graders import templates
@@ -88,6 +89,7 @@ class JsonMatchGrader(BaseModel):
     default_weight: float = Field(default=1.0, ge=0)
     missing_score: float = Field(default=0.0, ge=0, le=1)
     extra_fields: Literal["ignore", "penalize"] = "ignore"
+    _default_field: FieldSpec = PrivateAttr()
 
     @model_validator(mode="after")
     def _check(self) -> JsonMatchGrader:
@@ -103,6 +105,8 @@ class JsonMatchGrader(BaseModel):
                 raise ValueError(
                     "reference: must be an object, JSON text of an object, or a template such as {{item.reference}}"
                 )
+        # Built once here rather than for every graded sample.
+        self._default_field = FieldSpec(mode=self.default_mode, weight=self.default_weight)
         return self
 
     def template_fields(self) -> list[tuple[str, str]]:
@@ -115,8 +119,21 @@ class JsonMatchGrader(BaseModel):
         return out
 
 
+# Short texts (field values, list elements) repeat across samples -- the reference is
+# the same for every sample of a row -- so their normal forms are cached. Long texts
+# are not: they rarely repeat and would pin memory.
+_CACHED_TEXT_CHARS = 256
+
+
+@functools.lru_cache(maxsize=16384)
+def _normalize_short(text: str) -> str:
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
 def normalize_text(text: str) -> str:
     """NFKC, casefold, collapse whitespace, strip."""
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _normalize_short(text)
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
@@ -160,6 +177,10 @@ def _as_number(value: Any) -> float | None:
 
 
 def _element_key(value: Any) -> str:
+    # Strings (the common case) skip JSON encoding: '"' + normal form cannot collide with
+    # the JSON text of a non-string, which never starts with '"'.
+    if isinstance(value, str):
+        return '"' + normalize_text(value)
     return json.dumps(_normalize_value(value), sort_keys=True, ensure_ascii=False)
 
 
@@ -230,7 +251,7 @@ def grade(spec: JsonMatchGrader, sample: dict[str, Any], item: dict[str, Any], c
     if not isinstance(answer, dict):
         raise SampleError("sample_parse_error", f"output is JSON {type(answer).__name__}, expected an object")
 
-    default = FieldSpec(mode=spec.default_mode, weight=spec.default_weight)
+    default = spec._default_field
     sub: dict[str, float] = {}
     total = 0.0
     weights = 0.0
