@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if model_dir is None:
             from jobs.demo_model import build_demo_model
 
-            model_dir = build_demo_model(Path(tmp) / "model", warmup_seconds=0)
+            model_dir = build_demo_model(Path(tmp) / "model", warmup_steps=0)
         log.info("model: %s, %d new tokens per request, median of %d rounds, torch threads: %s",
                  model_dir, args.max_tokens, args.rounds, args.torch_threads or "default")
         figures = asyncio.run(measure(model_dir, args.max_tokens, args.rounds, args.concurrency, Path(tmp),
