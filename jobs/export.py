@@ -85,15 +85,19 @@ def archive_for(folder: str | Path, cache_dir: str | Path, name: str) -> Archive
         found = _read_sidecar(cache_dir, stem)
         if found is not None:
             return found
-        archive = _build(folder, members, cache_dir, stem, name)
-        _remove_stale(cache_dir, folder, keep=stem)
-        return archive
+        # Older archives of this folder stay until remove_archives: a request may be
+        # about to send one, and checkpoint folders do not change once complete.
+        return _build(folder, members, cache_dir, stem, name)
 
 
 def remove_archives(folder: str | Path, cache_dir: str | Path) -> int:
     """Delete every cached archive of ``folder`` (when its model is deleted); returns
     how many files went."""
-    return _remove_stale(Path(cache_dir), Path(folder), keep=None)
+    removed = 0
+    for p in Path(cache_dir).glob(_folder_key(Path(folder)) + "-*"):
+        p.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def _folder_key(folder: Path) -> str:
@@ -166,12 +170,3 @@ def _write_atomic(path: Path, text: str) -> None:
         f.write(text)
     os.replace(tmp, path)
 
-
-def _remove_stale(cache_dir: Path, folder: Path, keep: str | None) -> int:
-    removed = 0
-    prefix = _folder_key(folder) + "-"
-    for p in cache_dir.glob(prefix + "*"):
-        if p.stem != keep:
-            p.unlink(missing_ok=True)
-            removed += 1
-    return removed

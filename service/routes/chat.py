@@ -1,0 +1,48 @@
+"""Chat completions and completions, forwarded to the inference process.
+
+The body is OpenAI's, passed on as it is: the inference process validates it and
+answers in OpenAI's shapes. This route only resolves ``model`` (404 when the caller
+may not use it) and adds ``model_path``, which the caller can never choose.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+
+from service import inference_client
+from service.deps import CurrentProject, SettingsDep, StoreDep
+from service.errors import InvalidRequest
+from service.model_lookup import find_model
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, project: CurrentProject, store: StoreDep, settings: SettingsDep):
+    """OpenAI's chat completions; ``stream: true`` answers with server-sent events."""
+    return await _forward(request, project.id, store, settings, "/internal/chat/completions")
+
+
+@router.post("/completions")
+async def completions(request: Request, project: CurrentProject, store: StoreDep, settings: SettingsDep):
+    """OpenAI's (legacy) text completions."""
+    return await _forward(request, project.id, store, settings, "/internal/completions")
+
+
+async def _forward(request: Request, project_id: str, store, settings, path: str):
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        raise InvalidRequest("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    model_id = body.get("model")
+    if not isinstance(model_id, str) or not model_id:
+        raise InvalidRequest("`model` is required: a base model, fine-tuned model or checkpoint name.",
+                             param="model")
+    with store.session() as session:
+        model = find_model(session, settings, project_id, model_id)
+    body["model_path"] = str(model.folder)
+    return await inference_client.forward(settings, path, body, stream=body.get("stream") is True)
