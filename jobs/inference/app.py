@@ -17,7 +17,13 @@ from .cache import ModelCache
 from .errors import InferenceError, InvalidRequest, Unauthorized, error_response
 from .loader import LoadedModel
 from .prompts import chat_prompt_ids, completion_prompt_ids, rows_for
-from .protocol import ChatCompletionRequest, CompletionRequest, GradeRequest, SamplingFields, UnloadRequest
+from .protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    GradeRequest,
+    SamplingFields,
+    UnloadRequest,
+)
 from .settings import InferenceSettings
 from .work import GenerationJob
 
@@ -85,7 +91,7 @@ def create_app(settings: InferenceSettings) -> FastAPI:
             spec = graders.parse_grader(body.grader)
             ctx = graders.GraderContext.model_validate(body.context)
         except graders.GraderError as exc:
-            raise InvalidRequest(str(exc), param=exc.param) from exc
+            raise InvalidRequest(exc.message, param=exc.param) from exc
         result = await run_in_threadpool(graders.grade, spec, body.sample, body.item, ctx)
         return result.model_dump()
 

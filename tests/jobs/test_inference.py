@@ -230,3 +230,36 @@ def test_a_model_still_loading_gives_503_with_retry_after(tmp_path, tiny_model_d
             assert r.status_code == 200
     finally:
         proc.stop()
+
+
+def test_lora_adapter_folder_is_served_merged(http, tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    # Random (not zero) LoRA weights, so the adapter changes the answers.
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    merged = peft_model.merge_and_unload()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tok.apply_chat_template(USER, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = merged.generate(**ids, max_new_tokens=16, do_sample=False)
+    local = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    served = chat(http, adapter_dir, max_tokens=16, temperature=0).json()["choices"][0]["message"]["content"]
+    assert served == local
+
+
+def test_grade_runs_graders_in_this_process(http):
+    grader = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
+              "reference": "{{item.answer}}", "operation": "eq"}
+    r = http.post("/internal/grade", json={"grader": grader, "sample": {"output_text": "4"},
+                                            "item": {"answer": "4"}, "context": {}})
+    assert r.status_code == 200, r.text
+    assert r.json()["reward"] == 1.0
+    bad = http.post("/internal/grade", json={"grader": {**grader, "operation": "nope"},
+                                              "sample": {"output_text": "4"}, "item": {}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"]
