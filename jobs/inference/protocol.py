@@ -38,7 +38,7 @@ class SamplingFields(_Strict):
     top_p: float | None = Field(default=None, gt=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     user: str | None = None
     # Accepted only at their neutral values: anything else would change the answer in a
     # way this server does not implement.

@@ -38,7 +38,9 @@ def served(tmp_path_factory, tiny_model_dir):
     (ckpt / "trainer_state" / "optimizer.pt").write_bytes(b"resume state")
     (ckpt / "COMPLETE").write_text("")
 
-    server = start_server(data, inference=True)
+    # One torch thread for the tiny test model: spare OpenMP threads only spin against
+    # the other processes on a busy machine.
+    server = start_server(data, inference=True, env={"RFT_INFERENCE_TORCH_THREADS": "1"})
     try:
         server.key("default")
         server.key("other")
