@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from jobs.store import Store
 from service.errors import install_error_handlers
-from service.routes import files, health, jobs
+from service.routes import chat, downloads, files, health, jobs, models
 from service.routes import graders as grader_routes
 from service.settings import Settings
 
@@ -31,6 +31,6 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     install_error_handlers(app)
-    for module in (health, files, jobs, grader_routes):
+    for module in (health, files, jobs, grader_routes, models, downloads, chat):
         app.include_router(module.router)
     return app
