@@ -106,6 +106,8 @@ def test_job_runs_to_success_with_metrics_and_checkpoints(server):
     assert 1 <= len(checkpoints) <= 4  # best 3 by validation reward, plus the newest
     assert all(c.fine_tuned_model_checkpoint.startswith(job.fine_tuned_model + ":ckpt-step-") for c in checkpoints)
     assert job.trained_tokens and job.trained_tokens > 0
+    assert job.fine_tuned_model in [m.id for m in client.models.list()]
+    assert client.models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
 
 
 def test_pause_then_resume_carries_the_step_on(server):
