@@ -42,7 +42,7 @@ from graders import (
     templates,
     text_similarity,
 )
-from graders.base import GradeResult, GraderContext, GraderError, SampleError
+from graders.base import GraderContext, GraderError, GradeResult, SampleError
 
 __all__ = [
     "GradeResult",

@@ -17,7 +17,11 @@ from sqlalchemy.orm import Session
 
 import graders
 from jobs.base_models import UnknownModel, resolve_base_model
-from jobs.hyperparams import HyperparameterError, count_parameters_from_config, resolve_hyperparameters
+from jobs.hyperparams import (
+    HyperparameterError,
+    count_parameters_from_config,
+    resolve_hyperparameters,
+)
 from jobs.store import File, Model, Project
 from service.errors import InvalidRequest
 from service.settings import Settings
