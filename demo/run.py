@@ -32,6 +32,8 @@ import httpx
 from openai import OpenAI
 from tqdm import tqdm
 
+from jobs.demo_job import DEMO_HYPERPARAMETERS
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATA = ROOT / "jobs" / "demo_data"
 MODEL = "rft-demo-tiny"
@@ -179,7 +181,7 @@ def main() -> int:
         base_url = f"http://127.0.0.1:{port}/v1"
         client = OpenAI(base_url=base_url, api_key=key, timeout=600)
         grader = json.loads((DEMO_DATA / "grader.json").read_text())
-        hyper = json.loads((DEMO_DATA / "hyperparameters.json").read_text())
+        hyper = DEMO_HYPERPARAMETERS
         test_rows = rows("test.jsonl")
 
         say("3. Uploading the demo dataset...")
