@@ -1,10 +1,18 @@
 """The demo task: pull three fields out of a short order sentence into JSON.
 
-The skill is a rule (copy the name, the city and the quantity into a fixed JSON shape),
+The skill is a rule (copy the buyer's name and the city into a fixed JSON shape),
 not a fact to memorise: names and cities are made-up words drawn fresh for every row,
 sentences come in several phrasings with the fields in different orders. Held-out rows
 therefore test the rule, and a model that merely memorises the training rows gains
 nothing on them.
+
+The sentence also carries a quantity and the goods as distractors.
+
+What the RL job teaches: the warm-up data (``warmup_answer_text``) is noisy the way
+scraped data is, naming the city field ``"town"`` in ``TOWN_KEY_SHARE`` of its rows.
+The demo grader wants the schema's ``"city"`` key, so the base model loses that field
+on about half its answers; the schema is one rule shared by every row, which GRPO finds
+from the grader's reward alone and which carries over to held-out rows.
 
 ``python -m jobs.demo_task`` regenerates ``jobs/demo_data/*.jsonl`` (seeded, so the
 files in the repo are reproducible). Torch-free.
@@ -20,6 +28,7 @@ DATA_DIR = Path(__file__).parent / "demo_data"
 
 SPLITS = {"train": (40, 1), "valid": (32, 2), "test": (200, 3)}  # rows, seed
 WARMUP_SEED = 1000  # warm-up rows come from their own random stream
+TOWN_KEY_SHARE = 0.5
 
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "tr", "kl"]
 _VOWELS = ["a", "e", "i", "o", "u"]
@@ -47,12 +56,20 @@ def make_row(rng: random.Random) -> dict:
     qty = rng.randint(2, 99)
     sentence = rng.choice(_TEMPLATES).format(name=name, city=city, qty=qty, goods=rng.choice(_GOODS))
     return {"messages": [{"role": "user", "content": sentence}],
-            "reference": {"name": name, "city": city, "qty": qty}}
+            "reference": {"name": name, "city": city}}
 
 
 def answer_text(row: dict) -> str:
     """The target completion for a row (the format the grader parses)."""
     return json.dumps(row["reference"])
+
+
+def warmup_answer_text(row: dict, rng: random.Random) -> str:
+    """The warm-up target: the answer, with the city under a ``"town"`` key in some rows."""
+    ref = row["reference"]
+    if rng.random() < TOWN_KEY_SHARE:
+        return json.dumps({"name": ref["name"], "town": ref["city"]})
+    return json.dumps(ref)
 
 
 def make_rows(n: int, seed: int) -> list[dict]:

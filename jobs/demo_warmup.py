@@ -1,10 +1,10 @@
 """Supervised warm-up of the demo base model on the demo task.
 
 RL cannot bootstrap from zero success, so the demo base model first learns the task's
-output format and some of its copy rule by plain next-token training on rows from the
-demo generator (``jobs.demo_task``, its own seed: not the train/valid/test rows). It is
-stopped early on purpose, after ``WARMUP_STEPS`` steps, so the model starts partly
-competent and the RL job has something to improve.
+output format and the copy rule by plain next-token training on rows from the demo
+generator (``jobs.demo_task``, its own seed: not the train/valid/test rows), whose
+answers follow two conventions for the quantity (see ``demo_task``): the model starts
+partly competent under the demo grader, and the RL job has something to improve.
 """
 
 from __future__ import annotations
@@ -19,22 +19,22 @@ from jobs import demo_task
 
 log = logging.getLogger(__name__)
 
-WARMUP_STEPS = 600
+WARMUP_STEPS = 1150
 BATCH_SIZE = 32
 LEARNING_RATE = 2e-3
 IGNORE = -100
 
 
-def _encode(tokenizer, row: dict) -> tuple[list[int], list[int]]:
+def _encode(tokenizer, row: dict, answer: str) -> tuple[list[int], list[int]]:
     prompt = tokenizer.apply_chat_template(row["messages"], tokenize=False, add_generation_prompt=True)
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    a_ids = tokenizer(demo_task.answer_text(row), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     # Loss on the answer only: the prompt is given, not predicted.
     return p_ids + a_ids, [IGNORE] * len(p_ids) + a_ids
 
 
-def _batch(tokenizer, rows: list[dict]) -> dict[str, torch.Tensor]:
-    encoded = [_encode(tokenizer, r) for r in rows]
+def _batch(tokenizer, rows: list[dict], answers: list[str]) -> dict[str, torch.Tensor]:
+    encoded = [_encode(tokenizer, r, a) for r, a in zip(rows, answers, strict=True)]
     width = max(len(ids) for ids, _ in encoded)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id)
     labels = torch.full((len(rows), width), IGNORE)
@@ -59,7 +59,8 @@ def supervised_warmup(model, tokenizer, seed: int = 0, steps: int | None = None)
     started = time.monotonic()
     for step in range(steps):
         rows = [demo_task.make_row(rng) for _ in range(BATCH_SIZE)]
-        batch = {k: v.to(device) for k, v in _batch(tokenizer, rows).items()}
+        answers = [demo_task.warmup_answer_text(r, rng) for r in rows]
+        batch = {k: v.to(device) for k, v in _batch(tokenizer, rows, answers).items()}
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
