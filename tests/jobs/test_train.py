@@ -185,3 +185,14 @@ def test_loss_variants_run(make_job, loss_type):
     proc = run_child(job)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_events(job)[-1]["status"] == "succeeded"
+
+
+def test_lora_pause_then_resume(make_job):
+    job = make_job("grpo", name="lora-paused", hp={"lora": {"rank": 2}})
+    (job / "control").write_text("pause")
+    assert run_child(job).returncode == 0
+    resumed = make_job("grpo", name="lora-resumed", hp={"lora": {"rank": 2}},
+                       resume_from=str(job / "checkpoints" / "step-1"))
+    proc = run_child(resumed)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [m["step"] for m in _train_metrics(read_events(resumed))] == list(range(2, 9))
