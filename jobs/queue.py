@@ -153,6 +153,12 @@ def fence(session: Session, claim: Claim, lease_seconds: float) -> str | None:
     return session.scalar(select(Job.requested_action).where(Job.id == claim.job_id))
 
 
+def requested_action(store: Store, job_id: str) -> str | None:
+    """What the user asked of the job ("pause", "cancel"), read without touching the lease."""
+    with store.session() as session:
+        return session.scalar(select(Job.requested_action).where(Job.id == job_id))
+
+
 def release(session: Session, claim: Claim, lease_seconds: float, **values: Any) -> None:
     """Set the job's final (or paused / re-queued) state and give up the lease, fenced."""
     fence(session, claim, lease_seconds)

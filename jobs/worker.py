@@ -256,11 +256,15 @@ class JobRun:
                     with self.store.session() as session:
                         action = queue.fence(session, self.claim, self.cfg.lease_seconds)
                     last_beat = time.monotonic()
-                    if action and action != requested:
-                        requested = action
-                        (self.job_dir / "control").write_text(action)
-                        if action == "cancel":
-                            cancel_deadline = time.monotonic() + self.cfg.cancel_grace_seconds
+                else:
+                    # A read between heartbeats, so pause and cancel take effect within
+                    # a poll interval rather than a heartbeat interval.
+                    action = queue.requested_action(self.store, self.claim.job_id)
+                if action and action != requested:
+                    requested = action
+                    (self.job_dir / "control").write_text(action)
+                    if action == "cancel":
+                        cancel_deadline = time.monotonic() + self.cfg.cancel_grace_seconds
                 if cancel_deadline and time.monotonic() > cancel_deadline:
                     child.kill()
                 time.sleep(0.25)

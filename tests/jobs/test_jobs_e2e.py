@@ -112,20 +112,20 @@ def test_job_runs_to_success_with_metrics_and_checkpoints(server):
 
 def test_pause_then_resume_carries_the_step_on(server):
     client = server.client("e2e-pause")
-    job_id = create(client, upload(client), n_epochs=6)
+    job_id = create(client, upload(client), n_epochs=12)  # long enough to be paused mid-run
     wait_for_step(client, job_id, 3)
     client.fine_tuning.jobs.pause(job_id)
     paused = wait_for(client, job_id, ("paused", "succeeded", "failed"))
     assert paused.status == "paused"
     paused_at = max(train_steps(client, job_id))
-    assert paused_at < 24
+    assert paused_at < 48
     assert list(client.fine_tuning.jobs.checkpoints.list(job_id))
     client.fine_tuning.jobs.resume(job_id)
     done = wait_for(client, job_id, ("succeeded", "failed", "cancelled"))
     assert done.status == "succeeded", done.error
     steps = train_steps(client, job_id)
-    assert steps[-1] == 24
-    assert len(steps) < 24 + paused_at, "the resumed run did not start again from step 1"
+    assert steps[-1] == 48
+    assert len(steps) < 48 + paused_at, "the resumed run did not start again from step 1"
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=100)]
     assert any("Resuming from checkpoint" in m for m in messages)
 
