@@ -223,7 +223,7 @@ def grade(
     try:
         result = GRADE_FUNCTIONS[spec.type](spec, sample, item, ctx)
     except SampleError as exc:
-        result = GradeResult.failure(exc.flag, exc.detail)
+        result = GradeResult.failure(exc.flag, exc.detail, exc.token_usage)
     except Exception as exc:
         # A bug in a grader must cost one sample, not the training step; it is logged
         # with its traceback and flagged so it is counted.

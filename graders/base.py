@@ -51,12 +51,14 @@ class GraderError(Exception):
 class SampleError(Exception):
     """Grading one sample failed; ``flag`` is one of ``ERROR_FLAGS``."""
 
-    def __init__(self, flag: str, detail: str):
+    def __init__(self, flag: str, detail: str, token_usage: dict | None = None):
         if flag not in ERROR_FLAGS:
             raise ValueError(f"unknown grader error flag {flag!r}")
         super().__init__(detail)
         self.flag = flag
         self.detail = detail
+        # Tokens a judge spent before its answer proved unusable still count.
+        self.token_usage = token_usage or {}
 
 
 def empty_errors() -> dict[str, bool]:
@@ -91,11 +93,11 @@ class GradeResult(BaseModel):
         return any(self.errors.values())
 
     @classmethod
-    def failure(cls, flag: str, detail: str) -> GradeResult:
+    def failure(cls, flag: str, detail: str, token_usage: dict | None = None) -> GradeResult:
         """A zero reward with ``flag`` set and a short detail."""
         errors = empty_errors()
         errors[flag] = True
-        return cls(reward=0.0, errors=errors, error_detail=short(detail))
+        return cls(reward=0.0, errors=errors, error_detail=short(detail), token_usage=token_usage or {})
 
 
 def finite_in_range(value: object, lo: float, hi: float, what: str) -> float:

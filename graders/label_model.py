@@ -65,5 +65,5 @@ def grade(spec: LabelModelGrader, sample: dict[str, Any], item: dict[str, Any], 
     value = judge.parse_answer(text)
     label = value.strip().strip("\"'").strip() if isinstance(value, str) else value
     if label not in spec.labels:
-        raise SampleError("model_grader_parse_error", f"judge answer is not one of the labels: {text[:200]!r}")
+        raise SampleError("model_grader_parse_error", f"judge answer is not one of the labels: {text[:200]!r}", usage)
     return GradeResult(reward=1.0 if label in spec.passing_labels else 0.0, token_usage=usage)

@@ -64,7 +64,7 @@ def grade(spec: ScoreModelGrader, sample: dict[str, Any], item: dict[str, Any], 
         try:
             value = float(value)
         except ValueError:
-            raise SampleError("model_grader_parse_error", f"judge answer is not a score: {text[:200]!r}") from None
+            raise SampleError("model_grader_parse_error", f"judge answer is not a score: {text[:200]!r}", usage) from None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SampleError("model_grader_parse_error", f"judge answer is not a finite score: {text[:200]!r}")
+        raise SampleError("model_grader_parse_error", f"judge answer is not a finite score: {text[:200]!r}", usage)
     return GradeResult(reward=min(max(float(value), lo), hi), token_usage=usage)

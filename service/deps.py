@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from jobs.store import Project, Store
-from service.auth import project_for_key
+from service.auth import get_or_create_project, project_for_key
 from service.errors import Unauthorized
 from service.settings import Settings
+
+INTERNAL_PROJECT = "rft:internal"
 
 
 def get_settings(request: Request) -> Settings:
@@ -29,7 +32,13 @@ def get_current_project(request: Request) -> Project:
             "Missing API key: send 'Authorization: Bearer <key>' (create one with `rft keys create`)."
         )
     store: Store = request.app.state.store
+    settings: Settings = request.app.state.settings
     with store.session() as session:
+        if settings.internal_token and hmac.compare_digest(key.strip(), settings.internal_token):
+            # Engine processes (LLM judges naming a model this service serves) call the API
+            # with the internal token; they act as a project that owns nothing, so they
+            # reach base models only.
+            return get_or_create_project(session, INTERNAL_PROJECT)
         project = project_for_key(session, key.strip())
     if project is None:
         raise Unauthorized("Incorrect API key provided.")

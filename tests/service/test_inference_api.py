@@ -179,3 +179,20 @@ def test_delete_fine_tuned_only(served):
         client.models.retrieve(FT_ID)
     # The checkpoint stays usable: deleting the model does not delete its job's checkpoints.
     assert client.chat.completions.create(model=CKPT_ID, messages=USER, max_tokens=2).choices
+
+
+def test_llm_judge_can_name_a_model_this_service_serves(served):
+    """A score_model grader naming base model ``tiny`` reaches it through the service's
+    own API with the internal token. The untrained tiny model answers gibberish, so the
+    grade is a parse error, but not a server error: the call went through."""
+    judge = {
+        "type": "score_model", "name": "self-judge", "model": "tiny",
+        "input": [{"role": "user", "content": "Score this answer: {{sample.output_text}}"}],
+        "sampling_params": {"temperature": 0, "max_completions_tokens": 4},
+    }
+    result = served.client().fine_tuning.alpha.graders.run(grader=judge, model_sample="four", item={})
+    errors = result.metadata.errors
+    assert errors.model_grader_server_error is False, result.metadata
+    assert errors.model_grader_parse_error is True
+    assert result.reward == 0
+    assert result.model_grader_token_usage_per_model
