@@ -48,7 +48,7 @@ class WorkerConfig:
     database_url: str
     models_dir: Path
     lease_seconds: float = 30.0
-    poll_seconds: float = 1.0
+    poll_seconds: float = 0.25
     cancel_grace_seconds: float = 20.0
     grader_context: dict = field(default_factory=dict)
     allow_local_paths: bool = True
@@ -63,7 +63,7 @@ class WorkerConfig:
             database_url=os.environ.get("RFT_DATABASE_URL") or f"sqlite:///{data_dir / 'rft.db'}",
             models_dir=Path(os.environ.get("RFT_MODELS_DIR") or data_dir / "models"),
             lease_seconds=float(os.environ.get("RFT_LEASE_SECONDS", "30")),
-            poll_seconds=float(os.environ.get("RFT_WORKER_POLL_SECONDS", "1")),
+            poll_seconds=float(os.environ.get("RFT_WORKER_POLL_SECONDS", "0.25")),
             grader_context=json.loads(os.environ.get("RFT_GRADER_CONTEXT") or "{}"),
             allow_hub=os.environ.get("RFT_ALLOW_HUB_MODELS", "true").lower() != "false",
             worker_id=f"{socket.gethostname()}:{os.getpid()}",
@@ -267,7 +267,7 @@ class JobRun:
                         cancel_deadline = time.monotonic() + self.cfg.cancel_grace_seconds
                 if cancel_deadline and time.monotonic() > cancel_deadline:
                     child.kill()
-                time.sleep(0.25)
+                time.sleep(0.1)  # a short tick: cheap (a file stat and read) and keeps exit-to-done latency low
         except queue.LeaseLost:
             child.kill()
             child.wait()
