@@ -34,10 +34,9 @@ from jobs.store import Checkpoint, File, Job, JobEvent, Model, Project, Store, n
 
 log = logging.getLogger("rft.worker")
 
-# Trainer error codes that retrying cannot fix: the job fails at once.
-PERMANENT_ERRORS = frozenset(
-    {"grader_failing", "invalid_training_file", "invalid_model", "invalid_hyperparameters", "out_of_memory"}
-)
+# Trainer error codes that retrying cannot fix: the job fails at once (see the error
+# codes in docs/internals.md; anything else is treated as a crash and retried).
+PERMANENT_ERRORS = frozenset({"grader_failing"})
 
 
 @dataclass
