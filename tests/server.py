@@ -50,7 +50,9 @@ class Server:
 
     def key(self, project: str = "default") -> str:
         if project not in self.keys:
-            self.keys[project] = rft("keys", "create", "--project", project, "--data-dir", str(self.data_dir)).strip()
+            self.keys[project] = rft(
+                "keys", "create", "--project", project, "--data-dir", str(self.data_dir), env=self.env
+            ).strip()
         return self.keys[project]
 
     def client(self, project: str = "default", **kwargs):

@@ -1,4 +1,5 @@
-"""The SQL queue on a real SQLite file: atomic claims, leases, fencing, the reaper."""
+"""The SQL queue on real databases (a SQLite file and a PostgreSQL server): atomic
+claims, leases, fencing, the reaper."""
 
 from __future__ import annotations
 
@@ -9,11 +10,20 @@ import pytest
 
 from jobs import queue, spec
 from jobs.store import Job, JobEvent, Project, Store, new_id, now
+from tests.postgres import postgres_server
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'rft.db'}")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield from _store(f"sqlite:///{tmp_path / 'rft.db'}")
+    else:
+        with postgres_server() as url:
+            yield from _store(url)
+
+
+def _store(url: str):
+    store = Store(url)
     store.migrate()
     with store.session() as s:
         s.add(Project(id="proj-1", name="p", created_at=now()))
