@@ -74,13 +74,17 @@ SETUP_TIMEOUT_S = 15.0
 # Everything after them is the command to exec in the new root.
 _SETUP_SCRIPT = r"""
 set -e
+# Stage the site-packages first: the new root's tmpfs goes over /tmp, which would hide a
+# virtual environment that lives under /tmp. (All of this is in the private mount
+# namespace; the host's /mnt and /tmp are untouched.)
+mount --bind "$1" /mnt
 R=/tmp
 mount -t tmpfs -o size=1m,mode=755,nosuid,nodev rftsandbox "$R"
 mkdir -p "$R/usr" "$R/opt/site" "$R/dev" "$R/work" "$R/etc"
 ln -s usr/bin "$R/bin"; ln -s usr/lib "$R/lib"; ln -s usr/sbin "$R/sbin"
 if [ -d /usr/lib64 ]; then ln -s usr/lib64 "$R/lib64"; fi
 mount --bind -o ro,nosuid,nodev /usr "$R/usr"
-mount --bind -o ro,nosuid,nodev "$1" "$R/opt/site"
+mount --bind -o ro,nosuid,nodev /mnt "$R/opt/site"
 if [ -f /etc/ld.so.cache ]; then touch "$R/etc/ld.so.cache"; mount --bind -o ro /etc/ld.so.cache "$R/etc/ld.so.cache"; fi
 for d in null zero urandom random; do touch "$R/dev/$d"; mount --bind /dev/$d "$R/dev/$d"; done
 mount -t tmpfs -o "size=$2m,mode=1777,nosuid,nodev" rftwork "$R/work"
