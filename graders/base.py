@@ -148,7 +148,15 @@ class GraderContext(BaseModel):
     sandbox_max_file_mb: int = Field(default=64, ge=1)
     sandbox_workers: int = Field(default=2, ge=1, le=64, description="warm sandboxes per batch")
     sandbox_uid_base: int = Field(
-        default=61000, ge=1000, description="sandbox slot i runs as uid/gid base+i (per-slot uids keep RLIMIT_NPROC per slot)"
+        default=61000, ge=1000, description="first uid/gid of the range sandboxes run their samples under"
+    )
+    sandbox_uid_count: int = Field(
+        default=4096, ge=1, le=1_000_000,
+        description="size of that range: each live sandbox on the host leases a uid of its own",
+    )
+    sandbox_cgroup_dir: str | None = Field(
+        default=None,
+        description="a delegated cgroup v2 directory for sandbox cgroups (default: this process's own cgroup)",
     )
 
     # LLM judges (score_model / label_model).

@@ -167,7 +167,7 @@ CODE_CASES = [
     ("infinite-loop", "```python\nwhile True: pass\n```", [{"input": "", "output": ""}, {"input": "", "output": ""}], 0.0),
     ("network", "```python\nimport socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)\nprint('ok')\n```", [{"input": "", "output": "ok"}], 0.0),
     ("huge-output", "```python\nimport sys\nwhile True: sys.stdout.write('x' * 65536)\n```", [{"input": "", "output": "x"}], 0.0),
-    ("empty-output", "", ["assert True"], 1.0),
+    ("empty-output", "", [{"input": "", "output": ""}], 1.0),
 ]
 
 
