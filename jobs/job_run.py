@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from jobs import queue, spec
+from jobs import queue, spec, trainer_secrets
 from jobs.base_models import COMPLETE_MARKER, UnknownModel, resolve_base_model
 from jobs.procutil import die_with_parent
 from jobs.store import Checkpoint, File, Job, JobEvent, Model, Project, new_id, now
@@ -31,6 +31,10 @@ log = logging.getLogger("rft.worker")
 # Trainer error codes that retrying cannot fix: the job fails at once (see the error
 # codes in docs/internals.md; anything else is treated as a crash and retried).
 PERMANENT_ERRORS = frozenset({"grader_failing"})
+
+# The worker's own secret-bearing variables (set by the CLI). The trainer child gets its
+# keys from RFT_TRAINER_SECRETS alone (jobs/trainer_secrets.py), so it must not inherit these.
+WORKER_SECRET_ENV = ("RFT_GRADER_CONTEXT", "RFT_INTERNAL_TOKEN")
 
 
 def newest_complete_checkpoint(job_dir: Path) -> Path | None:
@@ -83,6 +87,7 @@ class JobRun:
         self.finished: dict | None = None
         self._offset = 0
         self._line_no = 0
+        self._secrets = trainer_secrets.TrainerSecrets()
 
     # -- setup ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -124,6 +129,8 @@ class JobRun:
             method = job.method
             body = method.get(method["type"], {}) or {}
             resume = newest_complete_checkpoint(self.job_dir)
+            # The keys stay out of the job dir; _supervise hands them to the child.
+            public_context, self._secrets = trainer_secrets.split_secrets(self.cfg.grader_context)
             doc = {
                 "job_id": job.id,
                 "seed": job.seed,
@@ -137,7 +144,7 @@ class JobRun:
                 "response_format": body.get("response_format"),
                 "hyperparameters": body.get("hyperparameters", {}),
                 "resume_from": str(resume) if resume else None,
-                "grader_context": self.cfg.grader_context,
+                "grader_context": public_context,
             }
         tmp = self.job_dir / ".spec.json.tmp"
         tmp.write_text(json.dumps(doc, indent=2))
@@ -158,13 +165,19 @@ class JobRun:
         ).location
 
     # -- supervision ---------------------------------------------------------------------
+    def _child_env(self) -> dict[str, str]:
+        """The trainer's environment: the worker's, minus its secret-bearing variables, plus
+        the job's grader secrets. Never logged: the keys are written down nowhere."""
+        env = {k: v for k, v in os.environ.items() if k not in WORKER_SECRET_ENV}
+        return {**env, "PYTHONUNBUFFERED": "1", **trainer_secrets.secrets_env(self._secrets)}
+
     def _supervise(self) -> None:
         log_file = open(self.job_dir / f"trainer.attempt-{self.claim.attempt}.log", "ab")
         child = subprocess.Popen(
             [sys.executable, "-m", "jobs.train", str(self.job_dir)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=self._child_env(),
             # A trainer must not outlive its worker: after a kill -9 of the worker the job
             # is re-leased, and an orphan would write into the same job dir.
             preexec_fn=die_with_parent,

@@ -1,4 +1,5 @@
-"""One trainer-child run: spec.json in; events, checkpoints and an exit status out.
+"""One trainer-child run: spec.json in (its grader keys come through the environment,
+see jobs/trainer_secrets.py); events, checkpoints and an exit status out.
 
 The protocol is docs/internals.md ("Trainer child"). ``JobRun.run`` returns the
 process exit code: 0 after a ``finished`` event (succeeded, paused or cancelled),
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -27,6 +29,7 @@ from jobs.train.evaluation import evaluate_rows
 from jobs.train.events import EventWriter
 from jobs.train.models import count_parameters, load_base, save_top_level
 from jobs.train.rewards import GraderFailing, GraderReward
+from jobs.trainer_secrets import merge_secrets, pop_secrets
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class JobRun:
     """State of one run of the trainer child for one job directory."""
 
     def __init__(self, job_dir: Path):
+        # First thing: out of os.environ, so nothing this process starts inherits the keys.
+        self.secrets = pop_secrets(os.environ)
         self.job_dir = Path(job_dir)
         self.spec: dict[str, Any] = json.loads((self.job_dir / "spec.json").read_text())
         self.events = EventWriter(self.job_dir / "events.jsonl")
@@ -87,7 +92,7 @@ class JobRun:
         self.checkpoints.clean_temp()
 
         grader = graders.parse_grader(spec["grader"])
-        context = graders.GraderContext.model_validate(spec.get("grader_context") or {})
+        context = merge_secrets(spec.get("grader_context") or {}, self.secrets)
         rows = load_rows(spec["training_file"])
         if spec.get("validation_file"):
             valid_rows = load_rows(spec["validation_file"])
