@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     endpoint_allowlist: list[str] = Field(default_factory=list)
     reward_models: dict[str, str] = Field(default_factory=dict)  # name -> local model folder
 
+    # POST /graders/run: slow gradings (sandboxed code, judges, endpoints) at once in the
+    # API process. A python grader holds a sandbox (up to its memory cap) for up to its
+    # wall limit, so the total is a memory bound. Per project: 2 of the default 8, so one
+    # project flooding /run (ten slow calls) still leaves most slots to others, and at
+    # least four projects are served at once. /run is for trying a grader on a sample,
+    # where two in flight is plenty; bulk grading belongs in a job. Waiters are served
+    # round-robin by project (service.fair_limiter).
+    grader_run_slots: int = Field(default=8, ge=1)
+    grader_run_slots_per_project: int = Field(default=2, ge=1)
+
     @field_validator("data_dir", "models_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:

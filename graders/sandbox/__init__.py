@@ -232,8 +232,7 @@ class Sandbox:
         self._lease: UidLease | None = None
         self._cgroup: cgroups.SandboxCgroup | None = None
         self._closed = False
-        token = current_token()
-        self._unregister = token.on_cancel(self.kill) if token is not None else None
+        self._unregister = None
         try:
             self._start(ctx, mode, source, safe)
         except BaseException:
@@ -262,6 +261,11 @@ class Sandbox:
             cwd="/",
             start_new_session=True,
         )
+        # Registered once there is a process to kill: a cancel that came earlier kills
+        # it now.
+        token = current_token()
+        if token is not None:
+            self._unregister = token.on_cancel(self.kill)
         setup: dict[str, Any] = {
             "mode": mode,
             "source": source,

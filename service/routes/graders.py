@@ -6,23 +6,34 @@ Both take OpenAI's request bodies and answer in OpenAI's shapes (the ``openai`` 
 need torch (``graders.needs_engine``: ``reward_model``, ``cosine`` similarity, also
 inside a ``multi``) never run here: the API process must not import torch, so they are
 forwarded to the inference process's ``POST /internal/grade``.
+
+Slow graders (``SLOW_TYPES``) take a slot of the app's ``FairLimiter``: a global cap and
+a per-project cap, waiters served round-robin by project, so one project's flood of slow
+calls cannot make another project wait. Quick in-process graders take no slot. When the
+client goes away mid-request, the request's ``CancelToken`` is cancelled (a sandbox
+registered with it is killed), the request stops waiting for a slot, and a held slot is
+given back as soon as the grading thread returns.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 import graders
 from graders.base import ERROR_FLAGS, GradeResult
+from graders.cancel import CancelToken, use_token
 from service import inference_client
 from service.deps import CurrentProject, SettingsDep
 from service.errors import ApiError, InvalidRequest, ServiceUnavailable
+from service.fair_limiter import FairLimiter
 from service.grading import grader_context
 from service.settings import Settings
 
@@ -32,11 +43,19 @@ router = APIRouter(prefix="/v1/fine_tuning/alpha/graders", tags=["graders"])
 
 # A sample bigger than this is not a model output anyone should grade interactively.
 MAX_SAMPLE_CHARS = 4 * 1024 * 1024
-# At most this many gradings at once in the API process: a python grader starts a
-# sandbox (up to the memory cap each), so unbounded concurrency would be a DoS lever.
-MAX_CONCURRENT_RUNS = 8
 
-_limiter: anyio.CapacityLimiter | None = None
+# Grader types that take a /run slot, written out by hand: they start a sandbox
+# (python, code_exec), wait on HTTP for seconds (score_model, label_model, endpoint), or
+# run sympy with no timeout off the main thread (math_match, see graders.math_match).
+# The rest (string_check, json_match, text_similarity without cosine) finish in
+# microseconds and run at once. A multi is slow when any sub-grader is. (Engine graders,
+# needs_engine, are forwarded to the inference process and take no slot here.)
+SLOW_TYPES = frozenset(
+    {"python", "code_exec", "score_model", "label_model", "endpoint", "math_match"}
+)
+# Answer to a request whose client went away (nginx's "client closed request"); nobody
+# reads it, it only keeps the access log honest.
+CLIENT_GONE_STATUS = 499
 
 
 class ValidateBody(BaseModel):
@@ -139,12 +158,80 @@ def run_response(spec: Any, result: GradeResult) -> dict[str, Any]:
     }
 
 
-async def _grade_here(spec: Any, sample: dict, item: dict, settings: Settings) -> GradeResult:
-    global _limiter
-    if _limiter is None:
-        _limiter = anyio.CapacityLimiter(MAX_CONCURRENT_RUNS)
+def is_slow(spec: Any) -> bool:
+    """True when grading ``spec`` takes a /run slot (``SLOW_TYPES``, or a multi with one)."""
+    if spec.type == "multi":
+        return any(is_slow(sub) for sub in spec.graders.values())
+    return spec.type in SLOW_TYPES
+
+
+async def get_run_limiter(request: Request) -> FairLimiter:
+    """The app's /run limiter, made from its settings on first use (async: on the event
+    loop, so two first requests cannot both make one)."""
+    state = request.app.state
+    try:
+        return state.grader_run_limiter
+    except AttributeError:
+        settings: Settings = state.settings
+        state.grader_run_limiter = FairLimiter(
+            settings.grader_run_slots, settings.grader_run_slots_per_project
+        )
+        return state.grader_run_limiter
+
+
+RunLimiterDep = Annotated[FairLimiter, Depends(get_run_limiter)]
+
+
+async def _grade_here(
+    spec: Any, sample: dict, item: dict, settings: Settings, token: CancelToken
+) -> GradeResult:
     ctx = graders.GraderContext.model_validate(grader_context(settings))
-    return await anyio.to_thread.run_sync(graders.grade, spec, sample, item, ctx, limiter=_limiter)
+
+    def work() -> GradeResult:
+        # Set here, in the thread, so the sandbox sees the token whatever the thread
+        # runner does with contextvars.
+        with use_token(token):
+            return graders.grade(spec, sample, item, ctx)
+
+    # Not abandoned on cancellation: the caller's slot is held until the thread returns.
+    return await anyio.to_thread.run_sync(work)
+
+
+async def _unless_client_leaves(
+    request: Request, token: CancelToken, work: Callable[[], Awaitable[GradeResult]]
+) -> GradeResult | None:
+    """``await work()``, or None when the client disconnects first.
+
+    On disconnect ``work`` is cancelled (it stops waiting for a slot; inside a worker
+    thread it returns once the thread does) and so is the token, whose callbacks (a
+    sandbox's kill) run in a worker thread, off the event loop.
+    """
+    result: GradeResult | None = None
+    error: Exception | None = None
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        # FastAPI has read the whole body: the next message is the disconnect.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        # Cancel the scope first: a request granted a slot in this instant must not
+        # start grading with a token that is already cancelled.
+        scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(token.cancel)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        try:
+            result = await work()
+        except Exception as exc:
+            # Raised below: out of the task group, which would wrap it in an ExceptionGroup.
+            error = exc
+        tg.cancel_scope.cancel()
+    if token.cancelled:
+        return None
+    if error is not None:
+        raise error
+    return result
 
 
 async def _grade_on_engine(
@@ -188,19 +275,43 @@ async def validate(body: ValidateBody, project: CurrentProject) -> dict:
 
 
 @router.post("/run")
-async def run(body: RunBody, project: CurrentProject, settings: SettingsDep) -> dict:
+async def run(
+    body: RunBody,
+    project: CurrentProject,
+    settings: SettingsDep,
+    limiter: RunLimiterDep,
+    request: Request,
+) -> dict:
     """Grade ``model_sample`` against ``item``; answers OpenAI's ``GraderRunResponse``.
 
     A grader that fails on this sample is not a request error: the reward is 0 and the
-    matching flag is set in ``metadata.errors``.
+    matching flag is set in ``metadata.errors``. When the client disconnects first, the
+    grading is cancelled and the (unread) answer is a bare 499.
     """
     spec = _parse(body.grader)
     sample = build_sample(body.model_sample)
     item = body.item or {}
-    if graders.needs_engine(spec):
-        result = await _grade_on_engine(body.grader, sample, item, settings)
-    else:
-        result = await _grade_here(spec, sample, item, settings)
+    token = CancelToken()
+
+    async def work() -> GradeResult:
+        if graders.needs_engine(spec):
+            return await _grade_on_engine(body.grader, sample, item, settings)
+        if not is_slow(spec):
+            return await _grade_here(spec, sample, item, settings, token)
+        async with limiter.slot(project.id):
+            return await _grade_here(spec, sample, item, settings, token)
+
+    start = time.monotonic()
+    result = await _unless_client_leaves(request, token, work)
+    if result is None:
+        log.info(
+            "client left /graders/run after %.1fs (project %s, %s grader %r): grading cancelled",
+            time.monotonic() - start,
+            project.name,
+            spec.type,
+            spec.name,
+        )
+        return Response(status_code=CLIENT_GONE_STATUS)
     if result.failed:
         log.info("grader %r (%s) failed on a sample: %s", spec.name, spec.type, result.error_detail)
     return run_response(spec, result)
