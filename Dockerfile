@@ -1,16 +1,27 @@
 # rft: the API, a worker and the inference process in one container (`rft serve`).
 #
 # Build:   docker build -t rft .
-# Run:     docker run -p 8000:8000 -v rft-data:/data rft
+# Run:     docker run --cap-drop ALL --cap-add SYS_ADMIN --cap-add SYS_CHROOT --cap-add SETUID \
+#              --cap-add SETGID --cap-add KILL --security-opt apparmor=unconfined \
+#              --security-opt no-new-privileges --memory 16g -p 8000:8000 -v rft-data:/data rft
 #          docker exec <container> rft keys create --project me
+#          docker exec <container> rft sandbox-check   # can python/code_exec graders run?
 # GPU:     docker run --gpus all ... (needs the NVIDIA container toolkit on the host).
 #          The default build installs PyPI's torch wheel, which bundles the CUDA runtime
 #          and also runs on CPU. For a smaller CPU-only image pass the CPU build, e.g.
 #          --build-arg TORCH_SPEC=torch==2.13.0 --build-arg TORCH_PIP_ARGS="--index-url <the PyTorch CPU wheel index>".
 # Sandbox: python and code_exec graders run user code in Linux namespaces (unshare,
-#          prlimit, setpriv from util-linux). Inside a container that needs
-#          `--cap-add SYS_ADMIN` (or a seccomp profile allowing unshare); without it the
-#          service refuses such graders with a clear error rather than run them unsandboxed.
+#          prlimit, setpriv from util-linux; graders/sandbox). Building one takes root
+#          with the five capabilities above (graders.sandbox.CONTAINER_CAPS), nothing
+#          more: SYS_ADMIN for the namespaces and mounts (Docker's default seccomp
+#          profile then allows unshare), SYS_CHROOT, SETUID/SETGID to switch each sample
+#          to its sandbox's own uid, KILL to end the samples. AppArmor's docker-default
+#          profile forbids mount, hence apparmor=unconfined. So the service runs as root
+#          in the container and the user code as uids 61000+ with no capabilities.
+#          Docker mounts the cgroup tree read-only, so each sandbox's memory is capped
+#          per process only; --memory caps the container as a whole. Without these
+#          options the service starts anyway, refuses such graders with a clear error,
+#          and says why in /healthz ("sandbox") and `rft sandbox-check`.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -29,21 +40,20 @@ COPY graders ./graders
 COPY jobs ./jobs
 RUN pip install .
 
-# ---- runtime: the venv, util-linux for the sandbox, a non-root user ---------------
+# ---- runtime: the venv and util-linux for the sandbox -------------------------------
+# No USER line: the sandbox needs root (see above); user code never runs as root.
 FROM ${PYTHON_IMAGE} AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends util-linux ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 10001 rft \
-    && mkdir -p /data && chown rft:rft /data
+    && mkdir -p /data
 COPY --from=build /opt/rft /opt/rft
 ENV PATH=/opt/rft/bin:$PATH \
     RFT_DATA_DIR=/data \
     RFT_HOST=0.0.0.0 \
     RFT_PORT=8000 \
     PYTHONUNBUFFERED=1
-USER rft
-WORKDIR /home/rft
+WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

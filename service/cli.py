@@ -1,4 +1,4 @@
-"""The ``rft`` command: serve, worker, keys, demo-model.
+"""The ``rft`` command: serve, worker, keys, demo-model, sandbox-check.
 
 ``rft serve`` runs the API under uvicorn and starts the worker(s) and the inference
 process as children; SIGINT or SIGTERM stops them all.
@@ -81,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         updates.update(inference_port=port, inference_url=f"http://127.0.0.1:{port}")
     settings = settings.model_copy(update=updates)
     app = create_app(settings)  # creates the data dir and migrates before children start
+    _log_sandbox(settings)
 
     supervisor = Supervisor(engine_env(settings))
     try:
@@ -94,6 +95,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         supervisor.stop()
     return 0
+
+
+def _sandbox_report(settings: Settings) -> dict:
+    import graders
+    from graders.sandbox import sandbox_report
+    from service.grading import grader_context
+
+    return sandbox_report(graders.GraderContext.model_validate(grader_context(settings)))
+
+
+def _log_sandbox(settings: Settings) -> None:
+    report = _sandbox_report(settings)
+    if report["user_code"] == "sandboxed":
+        log.info("user code runs sandboxed; memory cap: %s", report["memory_cap"])
+    else:
+        log.warning("python and code_exec graders: %s (%s)", report["user_code"], report["reason"])
+
+
+def cmd_sandbox_check(args: argparse.Namespace) -> int:
+    """Print whether user code can run sandboxed here; exit 1 when it cannot."""
+    report = _sandbox_report(_settings(args))
+    print(json.dumps(report, indent=2))
+    return 0 if report["user_code"] == "sandboxed" else 1
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -172,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(demo)
     demo.add_argument("--out", help="output folder (default: <models dir>/rft-demo-tiny)")
     demo.set_defaults(func=cmd_demo_model)
+
+    check = sub.add_parser("sandbox-check", help="say whether python/code_exec graders can run sandboxed here")
+    common(check)
+    check.set_defaults(func=cmd_sandbox_check)
     return parser
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -39,8 +43,9 @@ def test_entrypoint_is_the_rft_console_script_serving():
     assert out.returncode == 0 and "--data-dir" in out.stdout
 
 
-def test_runtime_is_non_root_with_data_volume_and_healthcheck():
-    assert instructions("USER")[-1] == "rft"
+def test_runtime_has_data_volume_and_healthcheck():
+    # Root in the container (the sandbox needs it); user code runs as the sandbox uids.
+    assert not instructions("USER")
     assert "/data" in instructions("VOLUME")[-1]
     assert "/healthz" in instructions("HEALTHCHECK")[-1]
     assert "RFT_DATA_DIR=/data" in " ".join(instructions("ENV"))
@@ -54,3 +59,57 @@ def test_settings_read_the_environment_the_image_sets(monkeypatch, tmp_path):
     monkeypatch.setenv("RFT_PORT", "8000")
     settings = Settings()
     assert (settings.data_dir, settings.host, settings.port) == (tmp_path.resolve(), "0.0.0.0", 8000)
+
+
+# --- the sandbox under the documented `docker run` line ------------------------------
+# No engine runs here, so the service's own check runs as the container would run it:
+# root, with the capability bounding set the run line leaves (--cap-drop ALL, then the
+# --cap-add list) and no_new_privs.
+
+def documented_caps() -> list[str]:
+    run_line = re.sub(r"\\\n#\s*", " ", DOCKERFILE).split("# Run:", 1)[1].split("\n", 1)[0]
+    assert "--cap-drop ALL" in run_line and "--security-opt no-new-privileges" in run_line
+    return re.findall(r"--cap-add (\w+)", run_line)
+
+
+def test_documented_caps_are_what_the_sandbox_needs():
+    from graders.sandbox import CONTAINER_CAPS
+
+    assert sorted(documented_caps()) == sorted(CONTAINER_CAPS)
+
+
+def sandbox_check(*setpriv_args: str) -> subprocess.CompletedProcess:
+    rft = Path(sys.executable).with_name("rft")
+    return subprocess.run(
+        ["setpriv", *setpriv_args, "--inh-caps=-all", "--no-new-privs", str(rft), "sandbox-check"],
+        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                                reason="needs root and setpriv to drop to the container's capabilities")
+
+
+@needs_root
+def test_sandbox_runs_with_exactly_the_documented_caps(tmp_path):
+    caps = ",".join(["-all"] + [f"+{c.lower()}" for c in documented_caps()])
+    out = sandbox_check(f"--bounding-set={caps}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["user_code"] == "sandboxed"
+
+
+@needs_root
+@pytest.mark.parametrize("missing", ["SYS_ADMIN", "SYS_CHROOT", "SETUID"])
+def test_sandbox_refused_with_a_reason_when_a_cap_is_missing(missing):
+    caps = ",".join(["-all"] + [f"+{c.lower()}" for c in documented_caps() if c != missing])
+    out = sandbox_check(f"--bounding-set={caps}")
+    report = json.loads(out.stdout)
+    assert out.returncode == 1 and report["user_code"] == "refused", report
+    assert report["reason"].startswith("sandbox probe failed")
+
+
+@needs_root
+def test_sandbox_refused_for_a_non_root_user():
+    out = sandbox_check("--reuid=10001", "--regid=10001", "--clear-groups")
+    report = json.loads(out.stdout)
+    assert out.returncode == 1 and "needs root" in report["reason"], report

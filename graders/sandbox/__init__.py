@@ -72,6 +72,10 @@ OUTPUT_CAP = 1024 * 1024
 # case at least); JSON escaping can make text up to six times longer.
 _MAX_CASE_OUTPUT = 64 * 1024
 SYSTEM_PYTHON = "/usr/bin/python3"
+# What a container needs for the sandbox (the Dockerfile's documented `docker run` line
+# adds exactly these, after --cap-drop ALL): namespaces and mounts, chroot, switching
+# to the sandbox uids, and killing their processes.
+CONTAINER_CAPS = ("SYS_ADMIN", "SYS_CHROOT", "SETUID", "SETGID", "KILL")
 _INSIDE_SOURCE = Path(__file__).with_name("inside.py").read_text()
 # Time allowed for the sandbox to start (without user code to load).
 SETUP_TIMEOUT_S = 15.0
@@ -116,6 +120,14 @@ def _site_packages() -> str:
     return sysconfig.get_paths()["purelib"]
 
 
+def sandbox_python() -> str:
+    """The interpreter the sandbox runs: this process's own when it lives under ``/usr``
+    (the only host tree mounted inside; a container's ``/usr/local/bin/python3``), so the
+    mounted packages match it; else the system's ``/usr/bin/python3``."""
+    real = os.path.realpath(sys.executable)
+    return real if real.startswith("/usr/") else SYSTEM_PYTHON
+
+
 def _sandbox_command(ctx: GraderContext, cgroup_files: list[str]) -> list[str]:
     mem = ctx.sandbox_memory_mb * 1024 * 1024
     fsize = ctx.sandbox_max_file_mb * 1024 * 1024
@@ -127,7 +139,7 @@ def _sandbox_command(ctx: GraderContext, cgroup_files: list[str]) -> list[str]:
         "/usr/bin/setpriv", f"--bounding-set={caps}", "--inh-caps=-all", "--no-new-privs",
         "/usr/bin/env", "-i", "PATH=/usr/bin", "HOME=/work", "LANG=C.UTF-8", "OPENBLAS_NUM_THREADS=1",
         "OMP_NUM_THREADS=1", "PYTHONDONTWRITEBYTECODE=1",
-        SYSTEM_PYTHON, "-I", "-S", "-c", _INSIDE_SOURCE,
+        sandbox_python(), "-I", "-S", "-c", _INSIDE_SOURCE,
     ]  # fmt: skip
 
 
@@ -160,7 +172,7 @@ _probe: tuple[bool, str, float] | None = None
 def _run_probe() -> tuple[bool, str]:
     if os.geteuid() != 0:
         return False, "the sandbox needs root to create namespaces and switch to a sandbox uid"
-    for tool in ("unshare", "/usr/bin/prlimit", "/usr/bin/setpriv", "/usr/sbin/chroot", SYSTEM_PYTHON):
+    for tool in ("unshare", "/usr/bin/prlimit", "/usr/bin/setpriv", "/usr/sbin/chroot", sandbox_python()):
         if shutil.which(tool) is None:
             return False, f"{tool} is not installed"
     try:
@@ -170,12 +182,22 @@ def _run_probe() -> tuple[bool, str]:
         finally:
             box.close()
     except SampleError as exc:
-        return False, f"sandbox probe failed: {exc.detail}"
+        return False, f"sandbox probe failed: {exc.detail}{_namespace_error()}"
     except OSError as exc:
         return False, f"sandbox probe failed: {exc}"
     if reply.get("value") != 0.5:
         return False, f"sandbox probe answered {reply!r}"
     return True, "namespaces + read-only root + tmpfs + rlimits + per-sandbox uid + no_new_privs"
+
+
+def _namespace_error() -> str:
+    """Why namespaces cannot be made here, in unshare's words (for the probe's reason)."""
+    try:
+        out = subprocess.run(["unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "true"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f" ({exc})"
+    return f" ({out.stderr.strip()[:200]})" if out.returncode else ""
 
 
 def sandbox_status() -> tuple[bool, str]:

@@ -9,8 +9,8 @@ cap), so where the host lets us create cgroups every sandbox gets its own, with
 - cgroup v2: a child of ``GraderContext.sandbox_cgroup_dir`` when the operator names a
   delegated directory, else of this process's own cgroup; ``memory`` and ``pids`` must
   be enabled (or enable-able) in its ``cgroup.subtree_control``.
-- cgroup v1: a child of this process's cgroup in the ``memory`` and in the ``pids``
-  hierarchy.
+- cgroup v1: a child of this process's cgroup in the ``memory`` hierarchy, and in the
+  ``pids`` hierarchy when that one is writable too.
 
 Where neither works the sandbox still runs, with per-process limits only; ``detect``
 says why, and ``/healthz`` reports it.
@@ -32,13 +32,16 @@ _KILL_WAIT_S = 5.0
 
 @dataclass(frozen=True)
 class CgroupSupport:
-    """Where sandbox cgroups are created: v2 one parent, v1 ``[memory, pids]``."""
+    """Where sandbox cgroups are created: v2 one parent (both controllers), v1 one parent
+    per hierarchy (``memory``, and ``pids`` when that one is writable too)."""
 
     version: int
     parents: tuple[Path, ...]
+    controllers: tuple[str, ...]
 
     def describe(self) -> str:
-        return f"cgroup v{self.version} per sandbox (memory + pids), under {', '.join(map(str, self.parents))}"
+        where = ", ".join(map(str, self.parents))
+        return f"cgroup v{self.version} per sandbox ({' + '.join(self.controllers)}), under {where}"
 
 
 def _own_cgroups() -> dict[str, str]:
@@ -85,13 +88,17 @@ def _v2_parent(ctx: GraderContext, mounts: dict[str, Path], own: dict[str, str])
     return parent, ""
 
 
-def _v1_parents(mounts: dict[str, Path], own: dict[str, str]) -> tuple[tuple[Path, Path] | None, str]:
-    if "memory" not in mounts or "pids" not in mounts:
-        return None, "no cgroup v1 memory and pids hierarchies"
-    parents = (mounts["memory"] / own.get("memory", "/").lstrip("/"), mounts["pids"] / own.get("pids", "/").lstrip("/"))
-    for parent in parents:
-        if not os.access(parent, os.W_OK):
-            return None, f"cgroup v1 directory {parent} is not writable"
+def _v1_parents(mounts: dict[str, Path], own: dict[str, str]) -> tuple[dict[str, Path], str]:
+    # memory is what per-process limits cannot cap; pids is a bonus (each sandbox's uid
+    # already has its own RLIMIT_NPROC).
+    parents = {}
+    for name in ("memory", "pids"):
+        if name in mounts:
+            parent = mounts[name] / own.get(name, "/").lstrip("/")
+            if os.access(parent, os.W_OK):
+                parents[name] = parent
+    if "memory" not in parents:
+        return {}, "no writable cgroup v1 memory hierarchy"
     return parents, ""
 
 
@@ -106,12 +113,12 @@ def _detect(cgroup_dir: str | None) -> tuple[CgroupSupport | None, str]:
     ctx = GraderContext(sandbox_cgroup_dir=cgroup_dir)
     parent, why_not_v2 = _v2_parent(ctx, mounts, own)
     if parent is not None:
-        return CgroupSupport(2, (parent,)), ""
+        return CgroupSupport(2, (parent,), ("memory", "pids")), ""
     if cgroup_dir:
         return None, why_not_v2
     parents, why_not_v1 = _v1_parents(mounts, own)
-    if parents is not None:
-        return CgroupSupport(1, parents), ""
+    if parents:
+        return CgroupSupport(1, tuple(parents.values()), tuple(parents)), ""
     return None, f"{why_not_v2}; {why_not_v1}"
 
 
@@ -126,6 +133,7 @@ class SandboxCgroup:
 
     def __init__(self, support: CgroupSupport, name: str, memory_bytes: int, max_pids: int):
         self.version = support.version
+        self.controllers = support.controllers
         self.dirs = [parent / name for parent in support.parents]
         for path in self.dirs:
             if path.exists():
@@ -138,11 +146,12 @@ class SandboxCgroup:
                     (self.dirs[0] / "memory.swap.max").write_text("0")
                 (self.dirs[0] / "pids.max").write_text(str(max_pids))
             else:
-                memory, pids = self.dirs
-                (memory / "memory.limit_in_bytes").write_text(str(memory_bytes))
-                if (memory / "memory.memsw.limit_in_bytes").exists():
-                    (memory / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
-                (pids / "pids.max").write_text(str(max_pids))
+                dirs = dict(zip(self.controllers, self.dirs))
+                (dirs["memory"] / "memory.limit_in_bytes").write_text(str(memory_bytes))
+                if (dirs["memory"] / "memory.memsw.limit_in_bytes").exists():
+                    (dirs["memory"] / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+                if "pids" in dirs:
+                    (dirs["pids"] / "pids.max").write_text(str(max_pids))
         except OSError:
             self.remove()
             raise

@@ -296,3 +296,14 @@ def test_engine_errors_are_mapped(forwarding_server):
             grader={**REWARD_MODEL, "model": "bad"}, model_sample="x"
         )
     assert info.value.body["param"] == "grader.label"
+
+
+def test_healthz_says_whether_user_code_runs(api_server):
+    from graders.sandbox import sandbox_status
+
+    with api_server.http(None) as http:
+        report = http.get("/healthz").json()["sandbox"]
+    ok, reason = sandbox_status()
+    assert report["user_code"] == ("sandboxed" if ok else "refused")
+    assert report["reason"] == reason
+    assert report["memory_cap"]
