@@ -23,6 +23,7 @@ from jobs.hyperparams import (
     resolve_hyperparameters,
 )
 from jobs.store import File, Model, Project
+from jobs.structured.response_format import ResponseFormatError, parse_response_format
 from service.errors import InvalidRequest
 from service.settings import Settings
 
@@ -178,8 +179,11 @@ def _check_reinforcement(rl: Any, train: File, valid: File | None, n_params: int
         param = f"{prefix}.grader" + (f".{exc.param}" if exc.param else "")
         raise InvalidRequest(f"{param}: {exc}", param=param, code="invalid_grader") from None
     response_format = rl.get("response_format")
-    if response_format is not None and not isinstance(response_format, dict):
-        raise InvalidRequest(f"{prefix}.response_format must be an object.", param=f"{prefix}.response_format")
+    try:
+        parse_response_format(response_format)
+    except ResponseFormatError as exc:
+        param = f"{prefix}.response_format" + (f".{exc.param}" if exc.param else "")
+        raise InvalidRequest(f"{param}: {exc}", param=param, code="invalid_response_format") from None
     requested = rl.get("hyperparameters") or {}
     if not isinstance(requested, dict):
         raise InvalidRequest(f"{prefix}.hyperparameters must be an object.", param=f"{prefix}.hyperparameters")

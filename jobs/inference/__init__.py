@@ -15,8 +15,8 @@ Modules, one job each:
     cache        ModelCache: load on demand, wait-or-503, LRU under a memory budget
     work         GenerationJob: the rows of one request and the events they emit
     text         RowText: incremental detokenisation, stop strings, finish reasons
-    json_prefix  JsonPrefix: is this text still the start of one JSON object?
     sampling     RowSampler: per-row temperature / top_p / top_k / seed / JSON mask
+                 (the JSON recogniser lives in jobs.structured, shared with training)
     batcher      DynamicBatcher: runs waiting jobs for one model as one generate()
     backends     picks vLLM (installed + CUDA) or transformers
     vllm_backend the vLLM path

@@ -17,7 +17,8 @@ import random
 import torch
 from transformers import LogitsProcessor
 
-from .json_prefix import JsonPrefix
+from jobs.structured.json_prefix import JsonPrefix
+
 from .text import RowText
 from .work import RowParams
 

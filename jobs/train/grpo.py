@@ -5,12 +5,13 @@ from __future__ import annotations
 from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from jobs.train.constrained import ConstrainedGenerationMixin
 from jobs.train.timing import TimedGenerationMixin
 from jobs.train.trl_args import shared_config_kwargs
 
 
-class RftGRPOTrainer(TimedGenerationMixin, GRPOTrainer):
-    """TRL's GRPOTrainer with generation timing."""
+class RftGRPOTrainer(TimedGenerationMixin, ConstrainedGenerationMixin, GRPOTrainer):
+    """TRL's GRPOTrainer with generation timing and the job's response_format constraint."""
 
 
 def loss_kwargs(loss_type: str) -> dict:
@@ -34,11 +35,13 @@ def loss_kwargs(loss_type: str) -> dict:
 
 
 def build_trainer(*, model, tokenizer, reward_fn, train_dataset, hp, seed, output_dir, n_params,
-                  peft_config, callbacks):
-    """A configured ``RftGRPOTrainer`` for one job."""
+                  peft_config, callbacks, sampling):
+    """A configured ``RftGRPOTrainer`` for one job; ``sampling`` constrains its completions
+    (None: unconstrained)."""
     args = GRPOConfig(**shared_config_kwargs(hp, seed, output_dir, n_params), **loss_kwargs(hp["loss_type"]))
     trainer = RftGRPOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=train_dataset,
                              processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     # Metrics go to events.jsonl; HF's printer would duplicate every step on stdout.
     trainer.remove_callback(PrinterCallback)
+    trainer.rft_sampling = sampling
     return trainer

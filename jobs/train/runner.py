@@ -20,6 +20,8 @@ from transformers import set_seed
 
 import graders
 from jobs.hyperparams import total_steps
+from jobs.structured.logits import ConstrainedSampling, stop_token_ids
+from jobs.structured.response_format import describe, parse_response_format
 from jobs.train import grpo, rloo
 from jobs.train.callbacks import STOP_PAUSED, STOP_WALL, RftCallback
 from jobs.train.checkpoints import TRAINER_STATE, CheckpointManager, read_checkpoint
@@ -108,6 +110,13 @@ class JobRun:
         self.events.message(f"Loaded base model {spec.get('base_model_name') or spec['base_model']} "
                             f"({n_params / 1e6:.2f}M parameters)")
 
+        # The same constraint for training samples and the validation eval.
+        new_state = parse_response_format(spec.get("response_format"))
+        sampling = (ConstrainedSampling(tokenizer, new_state, stop_token_ids(model, tokenizer))
+                    if new_state is not None else None)
+        if sampling is not None:
+            self.events.message(f"Sampling constrained to {describe(spec['response_format'])}")
+
         resume_state, elapsed_offset = self._resume_point()
         reward_fn = GraderReward(grader, rows, context, self.control)
         eval_reward = GraderReward(grader, valid_rows, context, None)
@@ -120,7 +129,7 @@ class JobRun:
 
         def evaluate() -> dict[str, float]:
             return evaluate_rows(policy(), tokenizer, eval_reward, valid_rows, hp["max_completion_tokens"],
-                                 on_batch=self.control.raise_if_cancelled)
+                                 on_batch=self.control.raise_if_cancelled, sampling=sampling)
 
         def save_model(folder: Path) -> None:
             save_top_level(policy(), tokenizer, folder, is_peft=peft_config is not None)
@@ -133,7 +142,7 @@ class JobRun:
         trainer = BUILDERS[spec["algorithm"]](
             model=model, tokenizer=tokenizer, reward_fn=reward_fn, train_dataset=to_prompt_dataset(rows),
             hp=hp, seed=spec["seed"], output_dir=self.job_dir / ".trainer", n_params=n_params,
-            peft_config=peft_config, callbacks=[self.callback])
+            peft_config=peft_config, callbacks=[self.callback], sampling=sampling)
         holder["trainer"] = trainer
         self.callback.trainer = trainer
 

@@ -41,10 +41,12 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture
 def make_job(tmp_path, tiny_model_dir):
-    """``make_job(algorithm, hp=..., grader=..., resume_from=..., name=...) -> job_dir`` with spec.json."""
+    """``make_job(algorithm, hp=..., grader=..., resume_from=..., name=..., response_format=...)
+    -> job_dir`` with spec.json."""
 
     def make(algorithm: str = "grpo", hp: dict | None = None, grader: dict | None = None,
-             resume_from: str | None = None, name: str = "job", seed: int = 7) -> Path:
+             resume_from: str | None = None, name: str = "job", seed: int = 7,
+             response_format: dict | None = None) -> Path:
         job_dir = tmp_path / name
         job_dir.mkdir(exist_ok=True)
         train = write_rows(tmp_path / "train.jsonl", ROWS)
@@ -55,7 +57,7 @@ def make_job(tmp_path, tiny_model_dir):
             "base_model": str(tiny_model_dir), "base_model_name": "tiny",
             "training_file": str(train), "validation_file": str(valid),
             "method": "reinforcement", "algorithm": algorithm,
-            "grader": grader or CONTAINS_GRADER, "response_format": None,
+            "grader": grader or CONTAINS_GRADER, "response_format": response_format,
             "hyperparameters": resolved, "resume_from": resume_from, "grader_context": {},
         }
         (job_dir / "spec.json").write_text(json.dumps(spec))

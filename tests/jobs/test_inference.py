@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from jobs.inference.json_prefix import JsonPrefix
+from jobs.structured.json_prefix import JsonPrefix
 from tests.jobs.inference_proc import start_inference
 
 USER = [{"role": "user", "content": "What is two plus two?"}]

@@ -196,3 +196,60 @@ def test_lora_pause_then_resume(make_job):
     proc = run_child(resumed)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [m["step"] for m in _train_metrics(read_events(resumed))] == list(range(2, 9))
+
+
+ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["a", "e", "i", "o"]}},
+                 "required": ["answer"], "additionalProperties": False}
+ANSWER_GRADER = {"type": "string_check", "name": "answer", "input": "{{sample.output_json.answer}}",
+                 "reference": "{{item.answer}}", "operation": "eq"}
+RESPONSE_FORMATS = [
+    pytest.param("grpo", {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA}},
+                 ANSWER_GRADER, id="grpo-json_schema"),
+    # A free-form object need not hold "answer": grade the text instead.
+    pytest.param("rloo", {"type": "json_object"}, None, id="rloo-json_object"),
+]
+
+
+@pytest.mark.parametrize("algorithm, response_format, grader", RESPONSE_FORMATS)
+def test_response_format_constrains_training_and_eval_samples(make_job, monkeypatch, algorithm, response_format,
+                                                              grader):
+    """Every completion graded, in training and in the validation eval, is a prefix of a
+    valid object by construction; the cut-off ones used the whole token budget."""
+    from jobs.structured.response_format import parse_response_format
+    from jobs.train.rewards import GraderReward
+    from jobs.train.runner import JobRun
+
+    graded: list[tuple[bool, str]] = []  # (is the eval, completion)
+    grade_texts = GraderReward.grade_texts
+
+    def recording(self, texts, items):
+        graded.extend((self.control is None, t) for t in texts)  # the eval's reward has no control file
+        return grade_texts(self, texts, items)
+
+    monkeypatch.setattr(GraderReward, "grade_texts", recording)
+    max_tokens = 40
+    job = make_job(algorithm, response_format=response_format, hp={
+        "n_epochs": 1,                      # 4 steps: enough samples to see the constraint hold
+        "eval_interval": 2,                 # evals at steps 0, 2, 4
+        "max_completion_tokens": max_tokens,  # room for the object and the whitespace a random model adds
+    }, grader=grader)
+    # In process, so that the reward function can be watched; the child runs the same JobRun.
+    assert JobRun(job).run() == 0
+    events = read_events(job)
+    assert events[-1]["status"] == "succeeded", events[-1]
+    assert any("Sampling constrained" in e.get("message", "") for e in _by_type(events, "message"))
+    assert any(m["grad_norm"] > 0 for m in _check_well_formed(events, total=4)), "no gradient ever flowed"
+
+    new_state = parse_response_format(response_format)
+    train = [t for is_eval, t in graded if not is_eval]
+    evals = [t for is_eval, t in graded if is_eval]
+    assert len(train) == 4 * 2 * 4 and len(evals) == 3 * 4  # steps x prompts x generations; evals x rows
+    for text in train + evals:
+        state = new_state().accepts(text)
+        assert state is not None, text
+        if state.complete:
+            assert isinstance(json.loads(text), dict)
+        else:  # cut off by the token limit (one character per token)
+            assert len(text) == max_tokens, text
+    if response_format["type"] == "json_schema":
+        assert sum(new_state().accepts(t).complete for t in train) > len(train) // 2

@@ -29,6 +29,26 @@ def method(grader=GRADER, **hyper) -> dict:
     return {"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": hyper}}
 
 
+def with_format(response_format) -> dict:
+    body = method()
+    body["reinforcement"]["response_format"] = response_format
+    return body
+
+
+AGE_SCHEMA = {"name": "person", "strict": True, "schema": {
+    "type": "object", "properties": {"age": {"type": "integer"}, "name": {"type": ["string", "null"]}},
+    "required": ["age", "name"], "additionalProperties": False}}
+
+
+def test_create_keeps_a_supported_response_format(jobs_api_server):
+    client = jobs_api_server.client("jobs-format")
+    response_format = {"type": "json_schema", "json_schema": AGE_SCHEMA}
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=upload(client),
+                                         method=with_format(response_format))
+    stored = client.fine_tuning.jobs.retrieve(job.id).method.reinforcement.response_format
+    assert stored == response_format
+
+
 def test_create_resolves_auto_and_queues(jobs_api_server):
     client = jobs_api_server.client("jobs-a")
     train = upload(client)
@@ -107,6 +127,12 @@ INVALID = [
     pytest.param({"method": {"type": "reinforcement", "reinforcement": {"grader": GRADER, "algorithm": "ppo2"}}},
                  "method.reinforcement.algorithm", id="unknown-algorithm"),
     pytest.param({"colour": "blue"}, "colour", id="unknown-field"),
+    pytest.param({"method": with_format({"type": "xml"})}, "method.reinforcement.response_format.type",
+                 id="unknown-response-format-type"),
+    pytest.param({"method": with_format({"type": "json_schema", "json_schema": {
+        **AGE_SCHEMA, "schema": {**AGE_SCHEMA["schema"], "properties": {"age": {"type": "integer", "minimum": 0}}}}})},
+                 "method.reinforcement.response_format.json_schema.schema.properties.age.minimum",
+                 id="unenforceable-schema-keyword"),
 ]
 
 

@@ -6,6 +6,10 @@ before the object, at most ``MAX_WHITESPACE_RUN`` characters in a row, so a mode
 stall on blank lines until max_tokens). ``complete`` is true once the top-level object
 has closed. The state is a handful of fields and a stack, so trying a candidate token is
 a cheap ``copy()``.
+
+Shared by serving (``jobs.inference.sampling``) and training (``jobs.structured.logits``);
+``key()`` and ``free_text`` are what the training-time token mask needs (see
+``jobs.structured.logits.Recogniser`` for the interface both recognisers follow).
 """
 
 from __future__ import annotations
@@ -39,6 +43,17 @@ class JsonPrefix:
     @property
     def complete(self) -> bool:
         return self.expect == _DONE
+
+    @property
+    def free_text(self) -> bool:
+        """Inside a string with no escape pending: any run of characters other than
+        ``"``, ``\\`` and control characters is accepted and leaves the state as it is."""
+        return self.in_string and not self.escape
+
+    def key(self) -> tuple:
+        """A hashable snapshot: equal keys accept exactly the same continuations."""
+        return (self.expect, tuple(self.stack), self.in_string, self.is_key, self.escape,
+                self.literal, self.number, self.ws_run)
 
     def copy(self) -> JsonPrefix:
         other = JsonPrefix.__new__(JsonPrefix)
