@@ -184,8 +184,13 @@ def lookup(ref: Ref, sample: dict[str, Any], item: dict[str, Any]) -> Any:
                     raise KeyError(step)
                 value = value[step]
         except (KeyError, IndexError):
+            # A path the model's JSON lacks is the sample's fault (the output has the
+            # wrong shape), not the grader's: a job's failing-grader check must not stop
+            # training on it.
+            in_output = ref.namespace == "sample" and path[0] == "output_json"
             raise SampleError(
-                "invalid_variable_error", f"'{{{{{ref.text}}}}}' does not exist ({step!r} not found)"
+                "sample_parse_error" if in_output else "invalid_variable_error",
+                f"'{{{{{ref.text}}}}}' does not exist ({step!r} not found)",
             ) from None
     return value
 

@@ -52,3 +52,15 @@ def test_nested_paths_and_literal_text(ctx):
     )
     res = grade(spec, sample_of('{"a": [0, {"b": "ok"}]}'), {"ref": {"x.y": "ok"}}, ctx)
     assert res.reward == 1.0
+
+
+def test_key_missing_from_the_output_json_blames_the_sample(ctx):
+    # The model wrote JSON of the wrong shape: a sample-side flag, so a job's
+    # failing-grader check does not mistake an untrained policy for a broken grader.
+    spec = parse_grader(
+        {"type": "string_check", "name": "s", "input": "{{sample.output_json.answer}}", "reference": "a", "operation": "eq"}
+    )
+    res = grade(spec, sample_of('{"other": 1}'), {}, ctx)
+    assert res.reward == 0.0
+    assert res.errors["sample_parse_error"] and not res.errors["invalid_variable_error"]
+    assert "answer" in res.error_detail
