@@ -45,6 +45,8 @@ from graders import (
 from graders.base import GraderContext, GraderError, GradeResult, SampleError
 
 __all__ = [
+    "check_item",
+    "checks_items",
     "GradeResult",
     "GraderContext",
     "GraderError",
@@ -188,6 +190,32 @@ def _validate(spec: Any, item_keys: set[str] | None, prefix: str) -> None:
     if spec.type == "multi":
         for key, sub in spec.graders.items():
             _validate(sub, item_keys, f"{prefix}graders.{key}.")
+
+
+def checks_items(spec: Any) -> bool:
+    """True when ``check_item`` has something to check for this grader (a ``code_exec``
+    whose cases come from the rows, also inside a ``multi``)."""
+    if spec.type == "multi":
+        return any(checks_items(sub) for sub in spec.graders.values())
+    return spec.type == "code_exec" and isinstance(spec.tests, str)
+
+
+def check_item(spec: Any, item: dict[str, Any]) -> None:
+    """Check what one dataset row gives the grader, before any sample exists (today: a
+    ``code_exec``'s test cases, which must be checkable without showing the solution the
+    answer). Raises ``GraderError`` naming the field."""
+    _check_item(spec, item, "")
+
+
+def _check_item(spec: Any, item: dict[str, Any], prefix: str) -> None:
+    if spec.type == "multi":
+        for key, sub in spec.graders.items():
+            _check_item(sub, item, f"{prefix}graders.{key}.")
+    elif spec.type == "code_exec":
+        try:
+            code_exec.check_item(spec, item)
+        except ValueError as exc:
+            raise GraderError(str(exc), prefix + "tests") from None
 
 
 def needs_engine(spec: Any) -> bool:

@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -142,7 +143,7 @@ def check_create_body(session: Session, project: Project, settings: Settings, bo
     extra = sorted(set(method) - {"type", method["type"]})
     if extra:
         raise InvalidRequest(f"Unknown field 'method.{extra[0]}'.", param=f"method.{extra[0]}")
-    resolved = _check_reinforcement(method.get("reinforcement"), train, valid, n_params)
+    resolved = _check_reinforcement(method.get("reinforcement"), train, valid, n_params, settings.data_dir)
     return CheckedJob(
         model=body["model"],
         training_file=train,
@@ -154,7 +155,25 @@ def check_create_body(session: Session, project: Project, settings: Settings, bo
     )
 
 
-def _check_reinforcement(rl: Any, train: File, valid: File | None, n_params: int | None) -> dict:
+def _check_rows(spec: Any, files: list[tuple[str, File]], data_dir: Path, prefix: str) -> None:
+    """Row-level grader checks (``graders.check_item``) on every row of the job's files:
+    a case no sample could be graded by safely is a 400 now, not an error per sample."""
+    if not graders.checks_items(spec):
+        return
+    for field, file in files:
+        with open(data_dir / file.path, encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    graders.check_item(spec, json.loads(line))
+                except graders.GraderError as exc:
+                    param = f"{prefix}.grader" + (f".{exc.param}" if exc.param else "")
+                    raise InvalidRequest(f"{param}: {field} line {line_no}: {exc.message}", param=param,
+                                         code="invalid_grader") from None
+
+
+def _check_reinforcement(rl: Any, train: File, valid: File | None, n_params: int | None, data_dir: Path) -> dict:
     prefix = "method.reinforcement"
     if not isinstance(rl, dict):
         raise InvalidRequest(f"{prefix} must be an object with a grader.", param=prefix)
@@ -178,6 +197,7 @@ def _check_reinforcement(rl: Any, train: File, valid: File | None, n_params: int
     except graders.GraderError as exc:
         param = f"{prefix}.grader" + (f".{exc.param}" if exc.param else "")
         raise InvalidRequest(f"{param}: {exc}", param=param, code="invalid_grader") from None
+    _check_rows(spec, [("training_file", train)] + ([("validation_file", valid)] if valid else []), data_dir, prefix)
     response_format = rl.get("response_format")
     try:
         parse_response_format(response_format)

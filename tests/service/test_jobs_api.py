@@ -149,3 +149,20 @@ def test_invalid_create_names_the_field(jobs_api_server, change, param):
     assert res.status_code == 400, res.text
     assert res.json()["error"]["param"] == param
     assert len(list(client.fine_tuning.jobs.list())) == before
+
+
+def test_code_exec_rows_with_an_unsafe_assert_are_refused_naming_the_line(jobs_api_server):
+    # An assert the sandbox cannot check without showing the solution the answer (a
+    # comprehension holds the expected values) is refused at creation, with the row.
+    client = jobs_api_server.client("jobs-code")
+    rows = [dict(r, tests=["assert echo('a') == 'a'"]) for r in ROWS]
+    rows[3]["tests"] = ["assert all(echo(w) == w for w in 'ab')"]
+    grader = {"type": "code_exec", "name": "tests", "tests": "{{item.tests}}"}
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.fine_tuning.jobs.create(model="tiny", training_file=upload(client, rows), method=method(grader))
+    error = exc.value.body
+    assert error["param"] == "method.reinforcement.grader.tests"
+    assert "training_file line 4" in error["message"] and "test case 0" in error["message"]
+    rows[3]["tests"] = ["assert echo('b') == 'b'"]
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=upload(client, rows), method=method(grader))
+    assert job.status == "queued"
