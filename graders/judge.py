@@ -5,6 +5,9 @@ A judge's ``model`` names either an operator-configured endpoint
 (``GraderContext.judges[model]``: base URL, key, upstream model name) or a model this
 service serves, reached through ``GraderContext.service_base_url`` with the internal
 key. Keys live only in the context; they are never part of a spec or a result.
+The name is checked to be a name, never a file-system path (``graders.names``); the
+service serves only base models to the internal key, so a judge reaches no project's
+models.
 Calls go through a process-wide concurrency limit (``judge_max_concurrency``), with a
 timeout and bounded retries on transport errors, 429 and 5xx.
 """

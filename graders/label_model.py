@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from graders import judge
 from graders.base import GraderContext, GradeResult, SampleError
+from graders.names import ModelName
 
 
 class LabelModelGrader(BaseModel):
@@ -30,7 +31,7 @@ class LabelModelGrader(BaseModel):
 
     type: Literal["label_model"]
     name: str
-    model: str
+    model: ModelName
     input: list[judge.Message] = Field(min_length=1)
     labels: list[str] = Field(min_length=2)
     passing_labels: list[str] = Field(min_length=1)

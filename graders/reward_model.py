@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from graders import templates
 from graders.base import GraderContext, GradeResult, SampleError
+from graders.names import ModelName
 
 MAX_TOKENS = 512
 _lock = threading.Lock()
@@ -40,7 +41,7 @@ class RewardModelGrader(BaseModel):
 
     type: Literal["reward_model"]
     name: str
-    model: str
+    model: ModelName
     input: str = "{{sample.output_text}}"
     prompt: str | None = None
     label: str | int = 0

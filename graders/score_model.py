@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from graders import judge
 from graders.base import GraderContext, GradeResult, SampleError
+from graders.names import ModelName
 
 
 class ScoreModelGrader(BaseModel):
@@ -31,7 +32,7 @@ class ScoreModelGrader(BaseModel):
 
     type: Literal["score_model"]
     name: str
-    model: str
+    model: ModelName
     input: list[judge.Message] = Field(min_length=1)
     range: tuple[float, float] = (0.0, 1.0)
     pass_threshold: float | None = None

@@ -30,6 +30,19 @@ from jobs.store import Store
 log = logging.getLogger("rft.worker")
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    """A boolean setting spelled as pydantic-settings (the API's side) reads it."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on", "y", "t"):
+        return True
+    if value in ("0", "false", "no", "off", "n", "f"):
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean")
+
+
 @dataclass
 class WorkerConfig:
     """What a worker needs, read from the environment the CLI prepares."""
@@ -41,7 +54,7 @@ class WorkerConfig:
     poll_seconds: float = 0.25
     cancel_grace_seconds: float = 20.0
     grader_context: dict = field(default_factory=dict)
-    allow_local_paths: bool = True
+    allow_local_paths: bool = False
     allow_hub: bool = True
     worker_id: str = ""
 
@@ -55,7 +68,8 @@ class WorkerConfig:
             lease_seconds=float(os.environ.get("RFT_LEASE_SECONDS", "30")),
             poll_seconds=float(os.environ.get("RFT_WORKER_POLL_SECONDS", "0.25")),
             grader_context=json.loads(os.environ.get("RFT_GRADER_CONTEXT") or "{}"),
-            allow_hub=os.environ.get("RFT_ALLOW_HUB_MODELS", "true").lower() != "false",
+            allow_local_paths=_env_flag("RFT_ALLOW_LOCAL_MODEL_PATHS", False),
+            allow_hub=_env_flag("RFT_ALLOW_HUB_MODELS", True),
             worker_id=f"{socket.gethostname()}:{os.getpid()}",
         )
 

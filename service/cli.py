@@ -49,6 +49,8 @@ def engine_env(settings: Settings) -> dict[str, str]:
         "RFT_LEASE_SECONDS": str(settings.lease_seconds),
         "RFT_MAX_ATTEMPTS": str(settings.max_attempts),
         "RFT_GRADER_CONTEXT": json.dumps(grader_context(settings)),
+        "RFT_ALLOW_LOCAL_MODEL_PATHS": "true" if settings.allow_local_model_paths else "false",
+        "RFT_ALLOW_HUB_MODELS": "true" if settings.allow_hub_models else "false",
         "HF_HUB_DISABLE_TELEMETRY": "1",
     }
     if settings.internal_token:

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import graders
-from jobs.base_models import UnknownModel, resolve_base_model
+from graders.names import MAX_MODEL_NAME_CHARS
+from jobs.base_models import UnknownModel, registered_model, resolve_base_model, shown_name
 from jobs.hyperparams import (
     HyperparameterError,
     count_parameters_from_config,
     resolve_hyperparameters,
 )
-from jobs.store import File, Model, Project
+from jobs.store import Checkpoint, File, Model, Project
 from jobs.structured.response_format import ResponseFormatError, parse_response_format
 from service.errors import InvalidRequest
 from service.settings import Settings
@@ -36,6 +39,9 @@ METHOD_TYPES = ("reinforcement",)
 ALGORITHMS = ("grpo", "rloo")
 REINFORCEMENT_FIELDS = {"grader", "response_format", "hyperparameters", "algorithm"}
 SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+FILE_ID_MAX = 64  # the width of files.id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,30 +65,96 @@ def body_hash(body: Any) -> str:
 def _owned_file(session: Session, project: Project, file_id: Any, param: str) -> File:
     if not isinstance(file_id, str) or not file_id:
         raise InvalidRequest(f"{param} must be a file id.", param=param)
-    row = session.get(File, file_id)
+    # An id no row can have (too long for the column, a NUL some databases refuse to
+    # compare) reads exactly like another project's or a missing one.
+    row = session.get(File, file_id) if len(file_id) <= FILE_ID_MAX and "\x00" not in file_id else None
     if row is None or row.project_id != project.id:
-        raise InvalidRequest(f"File '{file_id}' does not exist.", param=param, code="file_not_found")
+        raise InvalidRequest(f"File '{shown_name(file_id)}' does not exist.", param=param, code="file_not_found")
     return row
 
 
+def _own_model_row(session: Session, project: Project, name: str) -> Model | None:
+    """The caller's fine-tuned model called ``name``; None for another project's too."""
+    if len(name) > MAX_MODEL_NAME_CHARS or "\x00" in name:
+        return None
+    row = session.get(Model, name)
+    return row if row is not None and row.project_id == project.id else None
+
+
+def _own_checkpoint(session: Session, project: Project, name: str) -> Checkpoint | None:
+    if len(name) > MAX_MODEL_NAME_CHARS or "\x00" in name:
+        return None
+    return session.scalar(select(Checkpoint).where(Checkpoint.model_name == name,
+                                                   Checkpoint.project_id == project.id))
+
+
 def _model_params(session: Session, project: Project, settings: Settings, name: Any) -> int | None:
-    """Check the base model exists; return its parameter count when its config tells it."""
+    """Check the base model exists and the caller may use it; return its parameter count
+    when its config tells it.
+
+    By name only: a registered base model, an allowed hub id, or the caller's own
+    fine-tuned model. Another project's model reads exactly like a missing one. A local
+    path is accepted only when the operator turned on ``allow_local_model_paths``
+    (unsafe on shared servers), and never one into the data dir.
+    """
     if not isinstance(name, str) or not name:
         raise InvalidRequest("model must name a base model or a fine-tuned model.", param="model")
     if name.startswith("ft:"):
-        tuned = session.get(Model, name)
-        if tuned is None or tuned.project_id != project.id:
-            raise InvalidRequest(f"Fine-tuned model '{name}' does not exist.", param="model", code="model_not_found")
+        tuned = _own_model_row(session, project, name)
+        if tuned is None:
+            if _own_checkpoint(session, project, name) is not None:
+                raise InvalidRequest(
+                    f"'{name}' is a checkpoint; a job starts from a base model or a fine-tuned model "
+                    "(its job's fine_tuned_model).", param="model", code="model_not_supported")
+            raise InvalidRequest(f"Fine-tuned model '{shown_name(name)}' does not exist.", param="model",
+                                 code="model_not_found")
         location = str(settings.data_dir / tuned.path)
     else:
         try:
-            location = resolve_base_model(
+            base = resolve_base_model(
                 name, settings.resolved_models_dir, allow_local_paths=settings.allow_local_model_paths,
-                allow_hub=settings.allow_hub_models,
-            ).location
+                allow_hub=settings.allow_hub_models, data_dir=settings.data_dir,
+            )
         except UnknownModel as exc:
             raise InvalidRequest(str(exc), param="model", code="model_not_found") from None
+        location = base.location
+        if base.is_local and name.startswith("/"):
+            log.warning("project %s: job base model is the local folder %s (RFT_ALLOW_LOCAL_MODEL_PATHS is on; "
+                        "unsafe on a shared server)", project.id, location)
     return count_parameters_from_config(location)
+
+
+def _grader_models(spec: Any, param: str) -> list[tuple[str, str, str]]:
+    """(param, grader type, model) for each grader in ``spec`` that names a model."""
+    if spec.type == "multi":
+        return [found for key, sub in spec.graders.items()
+                for found in _grader_models(sub, f"{param}.graders.{key}")]
+    if spec.type in ("score_model", "label_model", "reward_model"):
+        return [(f"{param}.model", spec.type, spec.model)]
+    return []
+
+
+def check_grader_models(session: Session, project: Project, settings: Settings, spec: Any, param: str) -> None:
+    """Each model a job's graders name must be one the job can reach: a judge is an
+    operator-configured endpoint, a base model this server serves, or the caller's own
+    fine-tuned model or checkpoint; a reward model is an operator-configured name.
+    (``graders.names`` already refused paths.) Another project's name reads like a
+    missing one."""
+    models_dir = settings.resolved_models_dir
+    for field, kind, model in _grader_models(spec, param):
+        if kind == "reward_model":
+            if model not in settings.reward_models:
+                raise InvalidRequest(f"{field}: reward model '{shown_name(model)}' is not configured on this server.",
+                                     param=field, code="model_not_found")
+            continue
+        if (model in settings.judge_endpoints
+                or registered_model(models_dir, model) is not None
+                or _own_model_row(session, project, model) is not None
+                or _own_checkpoint(session, project, model) is not None):
+            continue
+        raise InvalidRequest(
+            f"{field}: judge model '{shown_name(model)}' is neither a judge endpoint of this server nor a model it "
+            "serves (GET /v1/models).", param=field, code="model_not_found")
 
 
 def check_create_body(session: Session, project: Project, settings: Settings, body: Any) -> CheckedJob:
@@ -143,7 +215,8 @@ def check_create_body(session: Session, project: Project, settings: Settings, bo
     extra = sorted(set(method) - {"type", method["type"]})
     if extra:
         raise InvalidRequest(f"Unknown field 'method.{extra[0]}'.", param=f"method.{extra[0]}")
-    resolved = _check_reinforcement(method.get("reinforcement"), train, valid, n_params, settings.data_dir)
+    resolved, spec = _check_reinforcement(method.get("reinforcement"), train, valid, n_params, settings.data_dir)
+    check_grader_models(session, project, settings, spec, "method.reinforcement.grader")
     return CheckedJob(
         model=body["model"],
         training_file=train,
@@ -173,7 +246,10 @@ def _check_rows(spec: Any, files: list[tuple[str, File]], data_dir: Path, prefix
                                          code="invalid_grader") from None
 
 
-def _check_reinforcement(rl: Any, train: File, valid: File | None, n_params: int | None, data_dir: Path) -> dict:
+def _check_reinforcement(
+    rl: Any, train: File, valid: File | None, n_params: int | None, data_dir: Path
+) -> tuple[dict, Any]:
+    """The resolved ``method.reinforcement`` and its parsed grader spec."""
     prefix = "method.reinforcement"
     if not isinstance(rl, dict):
         raise InvalidRequest(f"{prefix} must be an object with a grader.", param=prefix)
@@ -216,4 +292,4 @@ def _check_reinforcement(rl: Any, train: File, valid: File | None, n_params: int
         "response_format": response_format,
         "hyperparameters": hyper,
         "algorithm": algorithm,
-    }
+    }, spec

@@ -26,16 +26,29 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
-    # Uploads.
+    # Request bodies. Every route but the upload is a JSON route, whose body is buffered
+    # whole, so it gets a small cap (service.guards.RequestGuard; checked only once the
+    # key is). The largest legitimate JSON body is a POST /graders/run whose model_sample
+    # is at its 4 Mi-character cap: up to 12 MiB of UTF-8 for non-ASCII text, plus a
+    # python grader's source (256 kB at most). A job body (graders, a response schema)
+    # and a chat request (a 128k-token context is ~0.5 MB of text) are far smaller.
+    max_json_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+
+    # Uploads (streamed to disk, never buffered whole).
     max_upload_bytes: int = 512 * 1024 * 1024
     max_file_lines: int = 1_000_000
     max_line_bytes: int = 1024 * 1024
 
-    # Base models: every sub-folder of models_dir holding a config.json is a base model
-    # named after the folder. The demo model is built into <data_dir>/models.
+    # Base models come from the operator, never from the caller: every sub-folder of
+    # models_dir holding a config.json is a base model named after the folder (the demo
+    # model is built into <data_dir>/models), plus hub ids when allow_hub_models.
     models_dir: Path | None = None
     allow_hub_models: bool = True
-    allow_local_model_paths: bool = True  # absolute paths to model folders on this machine
+    # UNSAFE on a shared server: lets every API caller name an absolute path to any model
+    # folder this machine can read as a job's base model, and download it as the job's
+    # step-0 checkpoint. Paths into data_dir and rft checkpoints stay refused. For a
+    # single-user server only (docs/models.md).
+    allow_local_model_paths: bool = False
 
     # Jobs.
     min_training_rows: int = 8
