@@ -14,13 +14,19 @@ object whose ``__eq__`` always answers True. So an assert case is compiled into:
 
 Forms that cannot be split this way (comprehensions, lambdas, several statements, an
 assert that never calls the solution) are refused with ``UnsupportedAssert``, whose
-message says which form to write instead.
+message says which form to write instead. So are expected values the solution would
+compute itself: a sub-expression that names only builtins, standard-library modules or
+constants (``list(range(5))``, ``math.factorial(5)``, ``"a b".split()``), which the
+solution could redefine to agree with its own answer, and a comparison whose two sides
+both come from the sandbox (``f(5) == g(5)``, ``f(x) == Counter([1, 2])``).
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +52,13 @@ _MATH: dict[str, Any] = {
 _FORBIDDEN_IN_LEAF = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr,
                       ast.Await, ast.Yield, ast.YieldFrom)  # fmt: skip
 _BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
-# Bounds on what the host check may compute (it must never be a DoS lever).
+# Bounds on what the host check may compute (it must never be a DoS lever). A value's
+# size counts nested elements and characters, shared ones as often as they appear
+# (``[[0] * 1000] * 1000`` is a million): that is what comparing or copying it costs.
 _MAX_SEQ = 1_000_000
+_MAX_ROUND_DIGITS = 1000
+# Names that are not the solution's own (a leaf naming only these is an expected value).
+_BUILTIN_NAMES = frozenset(dir(builtins))
 _MAX_INT_BITS = 4096
 _MAX_DEPTH = 64
 
@@ -117,8 +128,13 @@ def _split(node: ast.expr, exprs: list[str]) -> ast.expr:
                 isinstance(right, ast.Constant) and right.value in (None, True, False)
             ):
                 raise UnsupportedAssert(f"`is` is only supported against None, True or False; {_HINT}")
-        return ast.Compare(left=_split(node.left, exprs), ops=node.ops,
-                           comparators=[_split(c, exprs) for c in node.comparators])
+        operands = [_split(node.left, exprs)] + [_split(c, exprs) for c in node.comparators]
+        for left, right in zip(operands, operands[1:], strict=False):
+            if _has_leaf(left) and _has_leaf(right):
+                raise UnsupportedAssert("both sides of a comparison would come from the solution's process, "
+                                        "which can make them agree; compare the solution's value with an "
+                                        f"expected value written out; {_HINT}")
+        return ast.Compare(left=operands[0], ops=node.ops, comparators=operands[1:])
     if isinstance(node, ast.Subscript):
         return ast.Subscript(value=_split(node.value, exprs), slice=_split_slice(node.slice, exprs), ctx=ast.Load())
     if isinstance(node, ast.Name) and node.id in _HOST_TYPES:
@@ -147,6 +163,21 @@ def _split_slice(node: ast.expr, exprs: list[str]) -> ast.expr:
     return _split(node, exprs)
 
 
+def _names_solution(node: ast.expr) -> bool:
+    """True when ``node`` names something the solution may define: a name that is neither
+    a builtin nor a standard-library module whose attribute is read (``math.factorial``)."""
+    module_roots = {id(n.value) for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+    return any(
+        isinstance(n, ast.Name) and n.id not in _BUILTIN_NAMES
+        and not (id(n) in module_roots and n.id in sys.stdlib_module_names)
+        for n in ast.walk(node)
+    )  # fmt: skip
+
+
+def _has_leaf(node: ast.expr) -> bool:
+    return any(isinstance(n, ast.Name) and n.id.startswith("__leaf") for n in ast.walk(node))
+
+
 def _is_math(node: ast.expr) -> bool:
     return (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "math"
             and node.attr in _MATH)
@@ -158,6 +189,10 @@ def _leaf(node: ast.expr, exprs: list[str]) -> ast.expr:
         if isinstance(inner, _FORBIDDEN_IN_LEAF):
             raise UnsupportedAssert(f"`{ast.unparse(inner)}` inside a call of the solution is not supported "
                                     f"(the solution would see the check); {_HINT}")
+    if not _names_solution(node):
+        raise UnsupportedAssert(f"`{ast.unparse(node)}` names nothing of the solution's, so it would be an "
+                                "expected value computed by the solution's own process (which can redefine "
+                                f"it); write the expected value out, e.g. `assert fact(5) == 120`; {_HINT}")
     exprs.append(ast.unparse(node))
     return ast.Name(id=f"__leaf{len(exprs) - 1}", ctx=ast.Load())
 
@@ -261,6 +296,10 @@ def _ev(node: ast.expr, leaves: list[Any]) -> Any:  # noqa: C901 - one case per 
         kwargs = {k.arg: _ev(k.value, leaves) for k in node.keywords}
         if fn is str and args and not isinstance(args[0], (str, int, float, bool, type(None))):
             raise CheckFailed("str() in a check only takes a number or a string")
+        if fn is sum and (len(args) > 1 or "start" in kwargs):
+            _number((args[1:] or [kwargs["start"]])[0])  # a sequence start concatenates, quadratically
+        if fn is round and len(args) > 1 and isinstance(args[1], int) and abs(args[1]) > _MAX_ROUND_DIGITS:
+            raise CheckFailed("round() to that many digits is too costly to check")
         return fn(*args, **kwargs)
     raise CheckFailed(f"unsupported check node {type(node).__name__}")
 
@@ -274,12 +313,12 @@ def _number(value: Any) -> None:
 
 def _binop(op: ast.operator, left: Any, right: Any) -> Any:
     if isinstance(op, ast.Add) and isinstance(left, (str, list, tuple)) and type(left) is type(right):
-        if len(left) + len(right) > _MAX_SEQ:
+        if _size(left) + _size(right) > _MAX_SEQ:
             raise CheckFailed("sequence too long to check")
         return left + right
     if isinstance(op, ast.Mult) and isinstance(left, (str, list, tuple)) != isinstance(right, (str, list, tuple)):
         seq, times = (left, right) if isinstance(left, (str, list, tuple)) else (right, left)
-        if not isinstance(times, int) or len(seq) * max(times, 0) > _MAX_SEQ:
+        if not isinstance(times, int) or _size(seq) * max(times, 0) > _MAX_SEQ:
             raise CheckFailed("sequence too long to check")
         return seq * times
     _number(left)
@@ -293,6 +332,23 @@ def _binop(op: ast.operator, left: Any, right: Any) -> Any:
     }[type(op)]()  # fmt: skip
     _number(result)
     return result
+
+
+def _size(value: Any) -> int:
+    """Elements and characters inside ``value``, nested and shared ones counted each time
+    (more than ``_MAX_SEQ`` raises ``CheckFailed``; the count stops there)."""
+    size, stack = 0, [value]
+    while stack and size <= _MAX_SEQ:
+        item = stack.pop()
+        if isinstance(item, (str, bytes)):
+            size += len(item)
+        elif isinstance(item, (list, tuple, set, frozenset, dict)):
+            size += len(item)
+            if size <= _MAX_SEQ:
+                stack.extend(item.items() if isinstance(item, dict) else item)
+    if size > _MAX_SEQ:
+        raise CheckFailed("sequence too long to check")
+    return size
 
 
 def _compare(op: ast.cmpop, left: Any, right: Any) -> bool:

@@ -1,5 +1,6 @@
 """Fixtures shared by every test package."""
 
+import json
 import os
 
 # Tests never reach a model hub; set before anything imports transformers.
@@ -26,7 +27,9 @@ def api_server(tmp_path_factory):
     from tests.server import start_server
 
     root = tmp_path_factory.mktemp("api-server")
-    server = start_server(root / "data")
+    # One configured reward model (never loaded here: no inference process) so that
+    # engine graders get past the name check and show what happens without an engine.
+    server = start_server(root / "data", env={"RFT_REWARD_MODELS": json.dumps({"sentiment": str(root / "no-model")})})
     yield server
     server.stop()
 

@@ -17,13 +17,14 @@ sys_admin, ``no_new_privs``) -> ``env -i`` (an empty environment plus a fixed
 supervisor.
 
 The supervisor (PID 1 of the namespace) forks a child per sample; the child takes a
-fresh mount and IPC namespace with its own empty ``/work`` tmpfs, a CPU-time and process
-limit, and drops to the sandbox's uid, which no other live sandbox on the host holds
-(``uids.py``). Only then does user code run, the grader's top level included. The
-supervisor's uid differs from the sample's, so a sample cannot signal, trace or write
-into it; after each sample every other process of the namespace is killed and reaped,
-taking the sample's IPC objects, in-memory files and ``/work`` with it. See
-``inside.py`` for the protocol.
+fresh mount, IPC and network namespace with its own empty ``/work`` tmpfs, a CPU-time and
+process limit, a seccomp filter refusing the kernel keyring calls (keys outlive processes
+and would reach the next sandbox leasing the uid), and drops to the sandbox's uid, which
+no other live sandbox on the host holds (``uids.py``). Only then does user code run, the
+grader's top level included. The supervisor's uid differs from the sample's, so a sample
+cannot signal, trace or write into it; after each sample every other process of the
+namespace is killed and reaped, taking the sample's IPC objects, sockets, in-memory files
+and ``/work`` with it. See ``inside.py`` for the protocol.
 
 The host enforces a wall-clock limit on each request: on timeout it kills the sandbox
 (its cgroup, or its process group; the kernel then kills the whole PID namespace).

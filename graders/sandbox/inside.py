@@ -4,13 +4,18 @@ with ``-c``, so no file of this project needs to be visible in there).
 It is PID 1 of the sandbox's PID namespace and runs as root with only the capabilities
 it needs (setuid, setgid, kill, sys_admin for the per-sample namespaces). It never runs
 user code itself: every sample (and the grader's top level, and the load check) runs in
-a forked child that first gets a fresh mount and IPC namespace with an empty ``/work``
-tmpfs, then drops to the sandbox's own non-root uid. That uid differs from the
+a forked child that first gets a fresh mount, IPC and network namespace with an empty
+``/work`` tmpfs, then drops to the sandbox's own non-root uid. That uid differs from the
 supervisor's, so user code can neither signal, trace nor write into it; what a sample
 writes into its own copy of memory dies with it, and the next sample is forked from the
 untouched supervisor. After every sample all other processes of the namespace are
 killed and reaped, so the sample's processes, SysV IPC objects, in-memory files and
-``/work`` are gone before the next one starts.
+``/work`` are gone before the next one starts. Each sample also gets its own network
+namespace (an abstract Unix socket whose file is left in flight outlives its process
+until the kernel's garbage collector runs, and would be seen by the next sample) and a
+seccomp filter that refuses the kernel keyring calls (``add_key``, ``request_key``,
+``keyctl``): keyrings belong to the uid and outlive every process, so they would carry
+data to the next sample and to the next sandbox leasing the uid, another tenant's.
 
 Protocol on stdin/stdout, one JSON object per line:
 
@@ -47,9 +52,14 @@ DETAIL_CAP = 2000
 REPLY_BUDGET = 4 * 1024 * 1024
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWNET = 0x40000000
 MS_NOSUID = 2
 MS_NODEV = 4
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+# machine -> (AUDIT_ARCH_*, syscall numbers of add_key, request_key, keyctl).
+KEYRING_SYSCALLS = {"x86_64": (0xC000003E, (248, 249, 250)), "aarch64": (0xC00000B7, (217, 218, 219))}
 LIBC = ctypes.CDLL(None, use_errno=True)
 SETUP = {}
 # Requests from the host. Not ``sys.stdin``: a sample replaces that, and the old object
@@ -70,6 +80,31 @@ def user_traceback(exc):
     # Only the frames of the user's code: the harness's own frames are noise to them.
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in ("<grader>", "<solution>", "<test>")]
     return ("".join(traceback.format_list(frames)) + short_traceback(exc)).strip()[-DETAIL_CAP:]
+
+
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+
+def keyring_filter():
+    """A seccomp program: the keyring calls, any other ABI (i386, x32, arm32) -> ENOSYS,
+    as on a kernel without keys; everything else allowed."""
+    machine = os.uname().machine
+    if machine not in KEYRING_SYSCALLS:
+        raise OSError(f"no seccomp filter for the kernel keyring calls on {machine}")
+    arch, numbers = KEYRING_SYSCALLS[machine]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, deny = 0x7FFF0000, 0x00050000 | 38  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | ENOSYS
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, deny), (ld, 0, 0, 0)]
+    tests = [(jge, 0x40000000)] + [(jeq, nr) for nr in numbers]  # x32 numbers first
+    for index, (op, k) in enumerate(tests):
+        prog.append((op, len(tests) - index, 0, k))  # true: jump to the final deny
+    prog += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    return (SockFilter * len(prog))(*[SockFilter(*ins) for ins in prog])
 
 
 def check(ret, what):
@@ -100,7 +135,7 @@ def enter_sample_jail(workdir, stdin_data):
     """
     uid = SETUP["uid"]
     if SETUP["isolate"]:
-        check(LIBC.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare")
+        check(LIBC.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
         options = f"size={SETUP['work_mb']}m,mode=0700,uid={uid},gid={uid}".encode()
         check(LIBC.mount(b"rftwork", b"/work", b"tmpfs", MS_NOSUID | MS_NODEV, options), "mount /work")
     else:
@@ -116,6 +151,10 @@ def enter_sample_jail(workdir, stdin_data):
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
     check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    if SETUP["isolate"]:
+        program = keyring_filter()
+        fprog = SockFprog(len(program), program)
+        check(LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
     # From here on the process is the sample's: /work is its own (mode 0700).
     os.chdir(workdir)
     stdin_fd = os.open(os.devnull, os.O_RDONLY)

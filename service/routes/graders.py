@@ -31,7 +31,8 @@ import graders
 from graders.base import ERROR_FLAGS, GradeResult
 from graders.cancel import CancelToken, use_token
 from service import inference_client
-from service.deps import CurrentProject, SettingsDep
+from service import job_requests
+from service.deps import CurrentProject, SettingsDep, StoreDep
 from service.errors import ApiError, InvalidRequest, ServiceUnavailable
 from service.fair_limiter import FairLimiter
 from service.grading import grader_context
@@ -82,6 +83,17 @@ def _parse(grader: dict[str, Any]) -> Any:
         return graders.parse_grader(grader)
     except graders.GraderError as exc:
         raise _invalid(exc.message, exc.param) from None
+
+
+async def _check_models(store: Any, project: Any, settings: Settings, spec: Any) -> None:
+    """The models the grader names must be ones this project may reach (a 400 naming
+    ``grader.<field>`` otherwise, another project's reading like an unknown one)."""
+
+    def check() -> None:
+        with store.session() as session:
+            job_requests.check_grader_models(session, project, settings, spec, "grader")
+
+    await anyio.to_thread.run_sync(check)
 
 
 def _invalid(message: str, param: str | None) -> InvalidRequest:
@@ -268,9 +280,10 @@ async def _grade_on_engine(
 
 
 @router.post("/validate")
-async def validate(body: ValidateBody, project: CurrentProject) -> dict:
+async def validate(body: ValidateBody, project: CurrentProject, settings: SettingsDep, store: StoreDep) -> dict:
     """Check a grader definition; answers ``{"grader": ...}`` or a 400 naming the field."""
     spec = _parse(body.grader)
+    await _check_models(store, project, settings, spec)
     return {"grader": spec.model_dump(mode="json", exclude_unset=True)}
 
 
@@ -281,6 +294,7 @@ async def run(
     settings: SettingsDep,
     limiter: RunLimiterDep,
     request: Request,
+    store: StoreDep,
 ) -> dict:
     """Grade ``model_sample`` against ``item``; answers OpenAI's ``GraderRunResponse``.
 
@@ -289,6 +303,7 @@ async def run(
     grading is cancelled and the (unread) answer is a bare 499.
     """
     spec = _parse(body.grader)
+    await _check_models(store, project, settings, spec)
     sample = build_sample(body.model_sample)
     item = body.item or {}
     token = CancelToken()

@@ -247,7 +247,9 @@ def forwarding_server(tmp_path_factory):
             env={
                 "RFT_INFERENCE_URL": url,
                 "RFT_INTERNAL_TOKEN": token,
-                "RFT_REWARD_MODELS": json.dumps({"sentiment": str(root / "no-model")}),
+                "RFT_REWARD_MODELS": json.dumps(
+                    {name: str(root / "no-model") for name in ("sentiment", "busy", "bad")}
+                ),
             },
         )
         try:
@@ -268,9 +270,7 @@ def test_engine_graders_are_forwarded_to_inference(forwarding_server):
     assert body["grader"] == REWARD_MODEL
     assert body["sample"] == {"output_text": '{"a": 1}', "output_json": {"a": 1}}
     assert body["item"] == {"q": "hi"}
-    assert body["context"]["reward_models"] == {
-        "sentiment": str(server.data_dir.parent / "no-model")
-    }
+    assert body["context"]["reward_models"]["sentiment"] == str(server.data_dir.parent / "no-model")
     # A multi holding an engine grader goes there too.
     multi = {
         "type": "multi",
@@ -307,3 +307,9 @@ def test_healthz_says_whether_user_code_runs(api_server):
     assert report["user_code"] == ("sandboxed" if ok else "refused")
     assert report["reason"] == reason
     assert report["memory_cap"]
+
+
+def test_unconfigured_reward_model_is_400_naming_the_field(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.fine_tuning.alpha.graders.run(grader={**REWARD_MODEL, "model": "nobody"}, model_sample="x")
+    assert info.value.body["param"] == "grader.model"
