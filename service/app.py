@@ -9,11 +9,16 @@ from fastapi import FastAPI
 
 from jobs.store import Store
 from service.errors import install_error_handlers
+from service.guards import RequestGuard
 from service.routes import chat, downloads, files, health, jobs, models
 from service.routes import graders as grader_routes
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Routes whose body is streamed to disk under ``max_upload_bytes`` rather than buffered
+# under ``max_json_body_bytes``: (method, path template).
+STREAMED_ROUTES = frozenset({("POST", "/v1/files")})
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
@@ -31,6 +36,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     install_error_handlers(app)
-    for module in (health, files, jobs, grader_routes, models, downloads, chat):
-        app.include_router(module.router)
+    routers = [m.router for m in (health, files, jobs, grader_routes, models, downloads, chat)]
+    for router in routers:
+        app.include_router(router)
+    # Outermost but for Starlette's ServerErrorMiddleware: it sees each request before
+    # any route reads a body byte.
+    app.add_middleware(RequestGuard, routes=[r for router in routers for r in router.routes],
+                       settings=settings, store=store, streamed=STREAMED_ROUTES)
     return app

@@ -93,6 +93,11 @@ def error_body(message: str, error_type: str, param: str | None, code: str | Non
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
+def server_error_body() -> dict:
+    """The 500 envelope. Generic on purpose: internals go to the log, not the client."""
+    return error_body("The server had an error processing the request.", "server_error", None, None)
+
+
 def _loc_to_param(loc: tuple) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
@@ -130,9 +135,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # The message stays generic on purpose: internals go to the log, not the client.
+        # Reached only by errors outside service.guards.RequestGuard, which answers the
+        # routes' own unexpected errors itself (so the connection is kept).
         log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(
-            error_body("The server had an error processing the request.", "server_error", None, None),
-            status_code=500,
-        )
+        return JSONResponse(server_error_body(), status_code=500)

@@ -3,6 +3,12 @@
 Nothing is buffered whole: the body is read chunk by chunk, the ``file`` part is
 written to a temp file and checked line by line, and a body over the cap is refused
 (413) as soon as the count passes it. On any refusal the temp file is removed.
+
+The form's own parts are bounded too: python-multipart caps a part's header lines
+(4 kB and 8 lines by default; a 10 kB file name passes neither) and its refusal is a
+400 like any malformed form; a form has at most ``MAX_FIELDS`` fields of
+``MAX_FIELD_BYTES`` each and one ``file`` part, whose name is at most
+``MAX_FILENAME_CHARS`` once control characters are cut out.
 """
 
 from __future__ import annotations
@@ -12,20 +18,39 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from service.errors import InvalidRequest, PayloadTooLarge
+from service.guards import clean_filename
 from service.jsonl import JsonlChecker, JsonlError
 
 MAX_FIELD_BYTES = 4096
+# The form has one other field (purpose); a few spare ones are ignored, thousands are
+# an attack on the fields dict, not a form.
+MAX_FIELDS = 16
+# Most file systems' NAME_MAX; the stored name is shown back, never used on disk.
+MAX_FILENAME_CHARS = 255
+# RFC 2046 allows boundaries of 1 to 70 characters.
+MAX_BOUNDARY_BYTES = 70
+
+
+def _filename(raw: bytes | None) -> str:
+    """The name to store for a ``filename`` parameter: its last path part without
+    control characters; 400 when it is longer than ``MAX_FILENAME_CHARS``."""
+    if raw is None:
+        return "upload.jsonl"
+    name = clean_filename(os.path.basename(raw.decode("utf-8", "replace")))
+    if len(name) > MAX_FILENAME_CHARS:
+        raise InvalidRequest(f"The file name is longer than {MAX_FILENAME_CHARS} characters.", param="file")
+    return name or "upload.jsonl"
 
 
 @dataclass
 class _Part:
     headers: dict[str, str] = field(default_factory=dict)
     name: str = ""
-    filename: str | None = None
 
 
 @dataclass
@@ -45,6 +70,8 @@ async def receive_jsonl_upload(
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidRequest("Upload with multipart/form-data (fields 'file' and 'purpose').", param="file")
+    if not 1 <= len(params[b"boundary"]) <= MAX_BOUNDARY_BYTES:
+        raise InvalidRequest(f"The multipart boundary must be 1 to {MAX_BOUNDARY_BYTES} characters.", param="file")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"The upload is larger than the {max_bytes}-byte limit.", param="file")
@@ -80,11 +107,14 @@ async def receive_jsonl_upload(
         part: _Part = state["part"]
         _, disp = parse_options_header(part.headers.get("content-disposition", ""))
         part.name = disp.get(b"name", b"").decode("utf-8", "replace")
-        raw_filename = disp.get(b"filename")
-        part.filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
         if part.name == "file":
-            file_seen["filename"] = part.filename or "upload.jsonl"
+            if "filename" in file_seen:
+                # A second part would be appended to the first one's temp file.
+                raise InvalidRequest("The form has more than one 'file' part.", param="file")
+            file_seen["filename"] = _filename(disp.get(b"filename"))
         else:
+            if len(fields) >= MAX_FIELDS:
+                raise InvalidRequest(f"The form has more than {MAX_FIELDS} fields.", param="file")
             fields[part.name] = bytearray()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
@@ -133,12 +163,23 @@ async def receive_jsonl_upload(
                 raise PayloadTooLarge(f"The upload is larger than the {max_bytes}-byte limit.", param="file")
             if errors:
                 break  # a bad line was found: no need to read the rest
-            parser.write(chunk)
+            try:
+                parser.write(chunk)
+            except MultipartParseError as exc:
+                raise _malformed(exc) from None
         if not errors:
-            parser.finalize()
+            try:
+                parser.finalize()
+            except MultipartParseError as exc:
+                raise _malformed(exc) from None
         out.close()
         if errors:
             exc = errors[0]
+            if isinstance(exc, RecursionError):
+                # json.loads of a line nested ~1000 deep. JsonlChecker should refuse it
+                # with its line number (a depth check per line); until then, a 400.
+                raise InvalidRequest("Invalid file: a line nests JSON too deeply.", param="file",
+                                     code="invalid_file_format")
             if isinstance(exc, JsonlError):
                 raise InvalidRequest(
                     f"Invalid file: line {exc.line}: {exc.problem}", param="file", code="invalid_file_format"
@@ -152,7 +193,13 @@ async def receive_jsonl_upload(
         raise
     return ReceivedUpload(
         temp_path=temp_path,
-        filename=file_seen["filename"] or "upload.jsonl",
+        filename=file_seen["filename"],
         fields={k: v.decode("utf-8", "replace") for k, v in fields.items()},
         checker=checker,
     )
+
+
+def _malformed(exc: MultipartParseError) -> InvalidRequest:
+    # python-multipart's messages name the problem ("Maximum header size exceeded", "Did
+    # not find boundary character ...") and carry no internals.
+    return InvalidRequest(f"The multipart body is malformed: {exc}.", param="file", code="invalid_multipart")

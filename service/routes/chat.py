@@ -2,18 +2,20 @@
 
 The body is OpenAI's, passed on as it is: the inference process validates it and
 answers in OpenAI's shapes. This route only resolves ``model`` (404 when the caller
-may not use it) and adds ``model_path``, which the caller can never choose.
+may not use it) and adds ``model_path``, which the caller can never choose. What the
+inference process cannot take (JSON it cannot parse, an empty prompt) is refused here.
 """
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 from fastapi import APIRouter, Request
 
 from service import inference_client
 from service.deps import CurrentProject, SettingsDep, StoreDep
 from service.errors import InvalidRequest
+from service.guards import check_model_name, parse_json_body
 from service.model_lookup import find_model
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -31,17 +33,26 @@ async def completions(request: Request, project: CurrentProject, store: StoreDep
     return await _forward(request, project.id, store, settings, "/internal/completions")
 
 
+def _check_prompt(prompt: Any) -> None:
+    """A prompt is a non-empty string or a non-empty list of them. An empty one would
+    give the model no token to start from. Other types are left to the inference
+    process, which refuses them by name."""
+    if prompt == "" or prompt == [] or (isinstance(prompt, list) and "" in prompt):
+        raise InvalidRequest("prompt must be a non-empty string or a non-empty list of non-empty strings.",
+                             param="prompt")
+
+
 async def _forward(request: Request, project_id: str, store, settings, path: str):
-    try:
-        body = json.loads(await request.body() or b"null")
-    except ValueError:
-        raise InvalidRequest("The request body is not valid JSON.") from None
+    body = parse_json_body(await request.body())
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     model_id = body.get("model")
     if not isinstance(model_id, str) or not model_id:
         raise InvalidRequest("`model` is required: a base model, fine-tuned model or checkpoint name.",
                              param="model")
+    check_model_name(model_id)
+    if path == "/internal/completions":
+        _check_prompt(body.get("prompt"))
     with store.session() as session:
         model = find_model(session, settings, project_id, model_id)
     body["model_path"] = str(model.folder)

@@ -13,6 +13,7 @@ from jobs.spec import ACTIVE_STATUSES
 from jobs.store import File, Job, new_id, now
 from service.deps import CurrentProject, SettingsDep, StoreDep
 from service.errors import Conflict, InvalidRequest, NotFound
+from service.guards import check_cursor, clean_filename
 from service.pagination import list_body, page
 from service.uploads import receive_jsonl_upload
 
@@ -69,7 +70,7 @@ async def upload_file(request: Request, project: CurrentProject, settings: Setti
         row = File(
             id=file_id,
             project_id=project.id,
-            filename=os.path.basename(upload.filename)[:512],
+            filename=upload.filename,
             purpose=purpose,
             bytes=upload.checker.bytes,
             line_count=upload.checker.rows,
@@ -103,6 +104,7 @@ def list_files(
         query = select(File).where(File.project_id == project.id)
         if purpose:
             query = query.where(File.purpose == purpose)
+        check_cursor(session, query, File, after)
         rows, has_more = page(session, query, File, after=after, limit=limit, newest_first=order == "desc")
         return list_body([file_object(r) for r in rows], has_more)
 
@@ -119,7 +121,10 @@ def file_content(file_id: str, project: CurrentProject, store: StoreDep, setting
     """The file's bytes, as uploaded."""
     with store.session() as session:
         row = get_owned_file(session, project.id, file_id)
-    return FileResponse(settings.data_dir / row.path, media_type="application/jsonl", filename=row.filename)
+    # Cleaned again: names stored before uploads were cleaned may hold control
+    # characters, which must not reach the Content-Disposition header.
+    return FileResponse(settings.data_dir / row.path, media_type="application/jsonl",
+                        filename=clean_filename(row.filename) or "upload.jsonl")
 
 
 @router.delete("/{file_id}")

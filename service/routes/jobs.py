@@ -12,6 +12,7 @@ from jobs.queue import add_event
 from jobs.store import Checkpoint, Job, JobEvent, new_id, now
 from service.deps import CurrentProject, SettingsDep, StoreDep
 from service.errors import Conflict, InvalidRequest, NotFound
+from service.guards import check_cursor, fits_path, parse_json_body
 from service.job_requests import body_hash, check_create_body
 from service.pagination import list_body, page
 
@@ -92,10 +93,14 @@ async def create_job(
     idempotency_key: str | None = Header(default=None),
 ) -> dict:
     """Validate the whole body, then store the job as queued."""
-    try:
-        body = json.loads(await request.body() or b"null")
-    except ValueError:
-        raise InvalidRequest("The request body is not valid JSON.") from None
+    body = parse_json_body(await request.body())
+    model = body.get("model") if isinstance(body, dict) else None
+    if isinstance(model, str) and not model.startswith("ft:") and not fits_path(model):
+        # A base model is looked up on disk (a folder name, or a local path); a name no
+        # file system can hold is unknown, not a 500. (ft: names are database rows.)
+        raise InvalidRequest(
+            f"Unknown base model '{model[:64]}...': a model name or path part is at most 255 bytes, without NUL.",
+            param="model", code="model_not_found")
     digest = body_hash(body)
     with store.session() as session:
         if idempotency_key:
@@ -142,7 +147,9 @@ async def create_job(
 def list_jobs(project: CurrentProject, store: StoreDep, after: str | None = None, limit: int = Query(default=20)) -> dict:
     """The project's jobs, newest first."""
     with store.session() as session:
-        rows, has_more = page(session, select(Job).where(Job.project_id == project.id), Job, after=after, limit=limit)
+        query = select(Job).where(Job.project_id == project.id)
+        check_cursor(session, query, Job, after)
+        rows, has_more = page(session, query, Job, after=after, limit=limit)
         return list_body([job_object(j) for j in rows], has_more)
 
 
@@ -221,10 +228,9 @@ def list_events(
     """The job's events, newest first."""
     with store.session() as session:
         get_owned_job(session, project.id, job_id)
-        rows, has_more = page(
-            session, select(JobEvent).where(JobEvent.job_id == job_id), JobEvent,
-            after=after, limit=limit, order_col=JobEvent.seq,
-        )
+        query = select(JobEvent).where(JobEvent.job_id == job_id)
+        check_cursor(session, query, JobEvent, after)
+        rows, has_more = page(session, query, JobEvent, after=after, limit=limit, order_col=JobEvent.seq)
         return list_body([event_object(e) for e in rows], has_more)
 
 
@@ -235,8 +241,7 @@ def list_checkpoints(
     """The job's kept checkpoints, newest step first."""
     with store.session() as session:
         get_owned_job(session, project.id, job_id)
-        rows, has_more = page(
-            session, select(Checkpoint).where(Checkpoint.job_id == job_id), Checkpoint,
-            after=after, limit=limit, order_col=Checkpoint.step,
-        )
+        query = select(Checkpoint).where(Checkpoint.job_id == job_id)
+        check_cursor(session, query, Checkpoint, after)
+        rows, has_more = page(session, query, Checkpoint, after=after, limit=limit, order_col=Checkpoint.step)
         return list_body([checkpoint_object(c) for c in rows], has_more)
