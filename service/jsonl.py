@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 
+from service.errors import InvalidRequest
+from service.guards import MAX_JSON_DEPTH, check_json_depth
+
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
@@ -96,7 +99,13 @@ class JsonlChecker:
         if not text:
             return
         try:
+            check_json_depth(text)
+        except InvalidRequest:
+            raise JsonlError(self._line_no, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        try:
             row = check_row(json.loads(text))
+        except RecursionError:
+            raise JsonlError(self._line_no, "JSON nested too deeply") from None
         except UnicodeDecodeError:
             raise JsonlError(self._line_no, "not valid UTF-8") from None
         except json.JSONDecodeError as exc:

@@ -175,11 +175,6 @@ async def receive_jsonl_upload(
         out.close()
         if errors:
             exc = errors[0]
-            if isinstance(exc, RecursionError):
-                # json.loads of a line nested ~1000 deep. JsonlChecker should refuse it
-                # with its line number (a depth check per line); until then, a 400.
-                raise InvalidRequest("Invalid file: a line nests JSON too deeply.", param="file",
-                                     code="invalid_file_format")
             if isinstance(exc, JsonlError):
                 raise InvalidRequest(
                     f"Invalid file: line {exc.line}: {exc.problem}", param="file", code="invalid_file_format"

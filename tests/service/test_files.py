@@ -147,3 +147,12 @@ def test_errors_use_the_envelope(api_server):
         unknown_route = http.get("/v1/nothing-here")
         assert unknown_route.status_code == 404
         assert "error" in unknown_route.json()
+
+
+def test_a_line_nested_too_deeply_is_refused_with_its_line_number(api_server):
+    client = api_server.client("deep-lines")
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}]})
+    deep = '{"messages": [{"role": "user", "content": "x"}], "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.files.create(file=("d.jsonl", (good + "\n" + deep + "\n").encode()), purpose="fine-tune")
+    assert "line 2" in exc.value.body["message"] and "nested" in exc.value.body["message"]
