@@ -123,7 +123,7 @@ def _split(node: ast.expr, exprs: list[str]) -> ast.expr:
     if isinstance(node, ast.BoolOp):
         return ast.BoolOp(op=node.op, values=[_split(v, exprs) for v in node.values])
     if isinstance(node, ast.Compare):
-        for op, right in zip(node.ops, node.comparators):
+        for op, right in zip(node.ops, node.comparators, strict=True):
             if isinstance(op, (ast.Is, ast.IsNot)) and not (
                 isinstance(right, ast.Constant) and right.value in (None, True, False)
             ):
@@ -258,7 +258,7 @@ def _ev(node: ast.expr, leaves: list[Any]) -> Any:  # noqa: C901 - one case per 
     if isinstance(node, ast.Set):
         return {_ev(e, leaves) for e in node.elts}
     if isinstance(node, ast.Dict):
-        return {_ev(k, leaves): _ev(v, leaves) for k, v in zip(node.keys, node.values)}
+        return {_ev(k, leaves): _ev(v, leaves) for k, v in zip(node.keys, node.values, strict=True)}
     if isinstance(node, ast.UnaryOp):
         operand = _ev(node.operand, leaves)
         if isinstance(node.op, ast.Not):
@@ -278,7 +278,7 @@ def _ev(node: ast.expr, leaves: list[Any]) -> Any:  # noqa: C901 - one case per 
         return result
     if isinstance(node, ast.Compare):
         left = _ev(node.left, leaves)
-        for op, right_node in zip(node.ops, node.comparators):
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
             right = _ev(right_node, leaves)
             if not _compare(op, left, right):
                 return False

@@ -146,7 +146,7 @@ class SandboxCgroup:
                     (self.dirs[0] / "memory.swap.max").write_text("0")
                 (self.dirs[0] / "pids.max").write_text(str(max_pids))
             else:
-                dirs = dict(zip(self.controllers, self.dirs))
+                dirs = dict(zip(self.controllers, self.dirs, strict=True))
                 (dirs["memory"] / "memory.limit_in_bytes").write_text(str(memory_bytes))
                 if (dirs["memory"] / "memory.memsw.limit_in_bytes").exists():
                     (dirs["memory"] / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
