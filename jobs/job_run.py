@@ -37,22 +37,32 @@ PERMANENT_ERRORS = frozenset({"grader_failing"})
 WORKER_SECRET_ENV = ("RFT_GRADER_CONTEXT", "RFT_INTERNAL_TOKEN")
 
 
-def newest_complete_checkpoint(job_dir: Path) -> Path | None:
-    """The highest-step checkpoint folder with its COMPLETE marker; partial saves are ignored."""
+def complete_checkpoints(job_dir: Path) -> dict[str, tuple[int, dict]]:
+    """Checkpoint folder name -> (step, metrics) for each folder with its COMPLETE marker
+    (the marker's JSON, docs/internals.md); partial saves and dot-folders are ignored."""
     root = job_dir / "checkpoints"
     if not root.is_dir():
-        return None
-    best: tuple[int, Path] | None = None
+        return {}
+    found: dict[str, tuple[int, dict]] = {}
     for child in root.iterdir():
-        if child.name.startswith(".") or not (child / COMPLETE_MARKER).is_file():
+        marker = child / COMPLETE_MARKER
+        if child.name.startswith(".") or not marker.is_file():
             continue
         try:
-            step = int(child.name.rsplit("-", 1)[-1])
-        except ValueError:
-            continue
-        if best is None or step > best[0]:
-            best = (step, child)
-    return best[1] if best else None
+            meta = json.loads(marker.read_text())
+            found[child.name] = (int(meta["step"]), meta.get("metrics") or {})
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("unreadable checkpoint marker %s", marker)
+    return found
+
+
+def newest_complete_checkpoint(job_dir: Path) -> Path | None:
+    """The highest-step checkpoint folder with its COMPLETE marker; partial saves are ignored."""
+    found = complete_checkpoints(job_dir)
+    if not found:
+        return None
+    name = max(found, key=lambda n: found[n][0])
+    return job_dir / "checkpoints" / name
 
 
 def fine_tuned_name(job: Job, project_name: str) -> str:
@@ -102,6 +112,7 @@ class JobRun:
         resume = spec_doc["resume_from"]
         with self.store.session() as session:
             queue.fence(session, self.claim, self.cfg.lease_seconds)
+            self._reconcile(session, resume)
             if resume:
                 note = f"Resuming from checkpoint {Path(resume).name} (attempt {self.claim.attempt})."
             else:
@@ -110,10 +121,20 @@ class JobRun:
         self._supervise()
 
     def _import_previous_events(self) -> None:
-        """Re-read an earlier attempt's events file (ids make this idempotent), then set it aside."""
+        """Re-read an earlier attempt's events file (ids make this idempotent), then set it aside.
+
+        Event ids carry the number of the attempt whose trainer wrote the line. That is the
+        ``attempt`` in spec.json: the worker writes spec.json only after setting the old
+        events file aside, and spawns the trainer only after writing it, so the spec on
+        disk always belongs to the attempt that wrote ``events.jsonl``, even when some
+        attempt in between died before getting that far.
+        """
         if not self.events_path.exists():
             return
-        previous = self.claim.attempt - 1
+        try:
+            previous = int(json.loads((self.job_dir / "spec.json").read_text())["attempt"])
+        except (OSError, ValueError, KeyError):
+            previous = self.claim.attempt - 1  # a job dir from before spec.json named its attempt
         self._tail(attempt=previous)
         self.events_path.rename(self.job_dir / f"events.attempt-{previous}.{time.time_ns()}.jsonl")
         self._offset = 0
@@ -133,6 +154,7 @@ class JobRun:
             public_context, self._secrets = trainer_secrets.split_secrets(self.cfg.grader_context)
             doc = {
                 "job_id": job.id,
+                "attempt": self.claim.attempt,
                 "seed": job.seed,
                 "base_model": self._base_location(session, job),
                 "base_model_name": job.model,
@@ -150,6 +172,60 @@ class JobRun:
         tmp.write_text(json.dumps(doc, indent=2))
         os.replace(tmp, self.job_dir / "spec.json")
         return doc
+
+    def _reconcile(self, session, resume: str | None) -> None:
+        """Make the store agree with the job dir before this attempt starts, after an
+        earlier attempt may have died anywhere.
+
+        - Checkpoint rows: a complete folder the dead trainer never announced is
+          registered; a row whose folder is gone or incomplete (killed while pruning) is
+          dropped, so every listed checkpoint can be loaded.
+        - Metrics: the trainer re-runs every step after ``resume``, so the metrics events
+          of those steps describe training that was thrown away. They become warn-level
+          messages (kept, data and all, so the log still shows what happened) and the
+          metrics stay one event per step, of the run that produced the model.
+        - Progress: this attempt's baseline (``claim_progress_step``) is what the store
+          knows now, so checkpoints registered here count for no attempt.
+        """
+        job = session.get(Job, self.claim.job_id)
+        on_disk = complete_checkpoints(self.job_dir)
+        rows = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id)).all()
+        for row in rows:
+            if row.name not in on_disk:
+                log.info("job %s: checkpoint %s is gone from disk; dropping its row", job.id, row.name)
+                session.delete(row)
+        known = {row.name for row in rows}
+        for name, (step, metrics) in sorted(on_disk.items(), key=lambda kv: kv[1][0]):
+            if name not in known:
+                self._register_checkpoint(session, {"name": name, "step": step, "metrics": metrics})
+        kept = -1 if resume is None else on_disk[Path(resume).name][0]
+        session.flush()
+        stale = [
+            e
+            for e in session.scalars(
+                select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.type == "metrics")
+            ).all()
+            if isinstance((e.data or {}).get("step"), int) and e.data["step"] > kept
+        ]
+        for event in stale:
+            event.type = "message"
+            event.level = "warn"
+            event.message = (
+                f"{event.message} (discarded: its attempt ended before the step was checkpointed; "
+                "the step is run again)"
+            )
+        if stale:
+            steps = sorted({e.data["step"] for e in stale})
+            queue.add_event(
+                session,
+                job.id,
+                f"Metrics of step {steps[0]}" + (f" to {steps[-1]}" if len(steps) > 1 else "")
+                + " from an interrupted attempt were discarded; "
+                + (f"training goes on from checkpoint step-{kept}." if kept >= 0 else "training starts over."),
+                level="warn",
+            )
+        job.current_step = max(kept, 0)
+        job.claim_progress_step = job.progress_step
 
     def _base_location(self, session, job: Job) -> str:
         if job.model.startswith("ft:"):
@@ -230,10 +306,9 @@ class JobRun:
             child.wait()
         self._tail(attempt=self.claim.attempt)
         with self.store.session() as session:
-            job = session.get(Job, self.claim.job_id)
-            queue.release(
-                session, self.claim, self.cfg.lease_seconds, status=spec.QUEUED, attempts=job.attempts - 1
-            )
+            # Not charged (queue module doc). ``attempts`` still counts this claim: it
+            # numbers the attempt's events, which the next attempt imports by that number.
+            queue.release(session, self.claim, self.cfg.lease_seconds, status=spec.QUEUED)
             queue.add_event(session, self.claim.job_id, "Worker shutting down; the job was re-queued.", level="warn")
 
     # -- events --------------------------------------------------------------------------
@@ -308,6 +383,8 @@ class JobRun:
 
     def _register_checkpoint(self, session, event: dict) -> None:
         job = session.get(Job, self.claim.job_id)
+        # Durable progress, for the rule on lost workers (jobs/queue.py).
+        job.progress_step = max(job.progress_step, int(event["step"]))
         name = str(event["name"])
         existing = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.id, Checkpoint.name == name))
         if existing is not None:
@@ -383,7 +460,7 @@ class JobRun:
         with self.store.session() as session:
             self._settle_failed_in(session, code, message)
 
-    def _settle_failed_in(self, session, code: str, message: str) -> None:
+    def _settle_failed_in(self, session, code: str, message: str, **values) -> None:
         queue.release(
             session,
             self.claim,
@@ -392,25 +469,32 @@ class JobRun:
             finished_at=now(),
             error={"code": code, "message": message, "param": None},
             estimated_finish=None,
+            **values,
         )
         queue.add_event(session, self.claim.job_id, f"Job failed: {message}", level="error")
 
     def _settle_crash(self, returncode: int) -> None:
+        """The trainer failed while its worker was alive: always charged (jobs/queue.py)."""
         detail = (self.last_error or {}).get("message") or self._log_tail()
         with self.store.session() as session:
             job = session.get(Job, self.claim.job_id)
-            if job.attempts >= job.max_attempts:
+            charged = job.charged_attempts + 1
+            if charged >= job.max_attempts:
                 self._settle_failed_in(
                     session,
                     "trainer_crashed",
-                    f"The trainer exited with code {returncode} on each of {job.attempts} attempts. Last error: {detail}",
+                    f"The trainer exited with code {returncode} on {charged} attempts. Last error: {detail}",
+                    charged_attempts=charged,
                 )
                 return
-            queue.release(session, self.claim, self.cfg.lease_seconds, status=spec.QUEUED)
+            queue.release(
+                session, self.claim, self.cfg.lease_seconds, status=spec.QUEUED, charged_attempts=charged
+            )
             queue.add_event(
                 session,
                 job.id,
-                f"Trainer exited with code {returncode} ({detail}); retrying, attempt {job.attempts + 1} of {job.max_attempts}.",
+                f"Trainer exited with code {returncode} ({detail}); retrying ({charged} of "
+                f"{job.max_attempts} attempts used).",
                 level="warn",
             )
 

@@ -5,6 +5,22 @@ serialises writers, Postgres row-locks), which bumps ``lease_token``. Every late
 for that job is made after ``fence`` in the same transaction: it renews the lease only
 while the token is still ours, so a worker whose lease expired (and whose job another
 worker re-claimed) can no longer write anything.
+
+Which failed attempts count against ``max_attempts`` (``Job.charged_attempts``):
+
+- The trainer failed: it exited non-zero while its worker was alive (jobs/job_run.py).
+  Always charged: a job that crashes its trainer ``max_attempts`` times fails with the
+  trainer's error.
+- The machinery failed: the lease expired because the worker died, its node restarted
+  or it lost the database (``reap_expired``). Not the job's fault, so not charged when
+  the attempt made durable progress: a checkpoint newer than the one it started from
+  (``Job.progress_step`` against ``Job.claim_progress_step``). Such a job resumes from
+  that checkpoint and loses nothing. A lost attempt that saved no new checkpoint *is*
+  charged: a job that takes its worker down every time before it checkpoints (an OOM
+  that kills the node at model load) must not loop forever. Uncharged retries are
+  bounded too, by the job's number of checkpoints: each one moves ``progress_step`` on.
+
+A worker that stops cleanly hands its job back uncharged (``JobRun._hand_back``).
 """
 
 from __future__ import annotations
@@ -58,7 +74,8 @@ def add_event(
 
 
 def reap_expired(store: Store) -> list[str]:
-    """Re-queue running jobs whose lease expired (their worker died); fail those out of attempts.
+    """Re-queue running jobs whose lease expired (their worker died), charging the attempt
+    only when it saved no new checkpoint; fail those out of attempts (see the module doc).
 
     Returns the ids of the jobs it touched.
     """
@@ -69,29 +86,58 @@ def reap_expired(store: Store) -> list[str]:
             select(Job).where(Job.status == spec.RUNNING, Job.lease_expires_at < current)
         ).all()
         for job in stale:
-            if job.attempts >= job.max_attempts:
+            progressed = job.progress_step > job.claim_progress_step
+            charged = job.charged_attempts + (0 if progressed else 1)
+            if progressed:
+                values = dict(status=spec.QUEUED)
+                note, level = (
+                    f"Worker lost on attempt {job.attempts} after it saved checkpoint step-{job.progress_step}; "
+                    "the job was re-queued and will resume from its newest checkpoint. Not counted against "
+                    f"its attempts ({charged} of {job.max_attempts} used).",
+                    "warn",
+                )
+            elif charged >= job.max_attempts:
                 values = dict(
                     status=spec.FAILED,
                     finished_at=now(),
+                    estimated_finish=None,
                     error={
                         "code": "worker_lost",
-                        "message": f"The job's worker stopped responding on each of its {job.attempts} attempts.",
+                        "message": "The job's worker stopped responding before the job saved a new checkpoint, "
+                        f"on {charged} of its attempts.",
                         "param": None,
                     },
                 )
-                note, level = f"Worker lost on attempt {job.attempts}; no attempts left, the job failed.", "error"
+                note, level = (
+                    f"Worker lost on attempt {job.attempts} before a new checkpoint; no attempts left "
+                    f"({charged} of {job.max_attempts} used), the job failed.",
+                    "error",
+                )
             else:
                 values = dict(status=spec.QUEUED)
                 note, level = (
-                    f"Worker lost on attempt {job.attempts}; the job was re-queued and will resume "
-                    "from its newest checkpoint.",
+                    f"Worker lost on attempt {job.attempts} before a new checkpoint ({charged} of "
+                    f"{job.max_attempts} attempts used); the job was re-queued and will resume from its "
+                    "newest checkpoint.",
                     "warn",
                 )
-            # Compare-and-set on the token: a worker renewing at this very moment wins.
+            # Compare-and-set on the token and the expiry: a worker renewing (``fence``) or
+            # relaying a checkpoint at this very moment moves lease_expires_at on and wins.
             res = session.execute(
                 update(Job)
-                .where(Job.id == job.id, Job.lease_token == job.lease_token, Job.status == spec.RUNNING)
-                .values(lease_owner=None, lease_expires_at=None, lease_token=Job.lease_token + 1, **values)
+                .where(
+                    Job.id == job.id,
+                    Job.lease_token == job.lease_token,
+                    Job.status == spec.RUNNING,
+                    Job.lease_expires_at < current,
+                )
+                .values(
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    lease_token=Job.lease_token + 1,
+                    charged_attempts=charged,
+                    **values,
+                )
             )
             if res.rowcount == 1:
                 add_event(session, job.id, note, level=level)
@@ -126,6 +172,8 @@ def claim_next(store: Store, worker_id: str, lease_seconds: float) -> Claim | No
                     lease_expires_at=current + lease_seconds,
                     heartbeat_at=current,
                     attempts=candidate.attempts + 1,
+                    # The baseline this attempt's progress is measured from (reap_expired).
+                    claim_progress_step=Job.progress_step,
                     requested_action=None,
                 )
             )

@@ -62,6 +62,7 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, default=None)  # None: never
 
 
 class File(Base):
@@ -105,9 +106,16 @@ class Job(Base):
     estimated_finish: Mapped[int | None] = mapped_column(BigInteger, default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(256), default=None)
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
-    # Queue state (jobs/queue.py).
+    # Queue state (jobs/queue.py). ``attempts`` counts claims (every attempt, numbering
+    # its events and logs); ``charged_attempts`` counts the failed ones held against
+    # ``max_attempts``: trainer crashes, and lost workers whose attempt saved no new
+    # checkpoint. ``progress_step`` is the newest checkpoint step the worker relayed (-1:
+    # none), ``claim_progress_step`` its value when the current attempt began.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    charged_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    progress_step: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
+    claim_progress_step: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
     lease_owner: Mapped[str | None] = mapped_column(String(128), default=None)
     lease_token: Mapped[int] = mapped_column(Integer, default=0)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, default=None)
@@ -156,6 +164,27 @@ class Model(Base):
     base_model: Mapped[str] = mapped_column(String(512))
     path: Mapped[str] = mapped_column(Text)  # relative to the data dir
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class AuditEvent(Base):
+    """Who did what to which object, and when: one row per state-changing request or
+    ``rft keys`` command, written in the action's own transaction (``service/audit.py``).
+    ``key_id`` is None for an operator's CLI command or the internal token (``actor``
+    says which); ``data`` holds a few non-secret details, never key material or bodies."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_project_seq", "project_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    key_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    actor: Mapped[str] = mapped_column(String(16))  # api_key | cli | internal
+    action: Mapped[str] = mapped_column(String(32))  # e.g. job.create, key.revoke
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -2,7 +2,11 @@
 
 A checkpoint is written into a temporary folder whose name starts with "." and renamed
 into place only once complete, with its ``COMPLETE`` marker inside: a folder without
-the marker, or any dot-folder, is never listed or resumed from. The marker holds JSON
+the marker, or any dot-folder, is never listed or resumed from. The files are fsynced
+before the marker is written, so a node that loses power mid-save leaves no "complete"
+checkpoint with missing bytes. Deleting is the same in reverse: the folder is renamed to
+a dot-name first, so a kill in the middle of removing it leaves only a dot-folder, which
+the next run's ``clean_temp`` removes. The marker holds JSON
 (step, metrics, elapsed training seconds) so the policy can rank checkpoints written by
 an earlier attempt of the same job.
 
@@ -16,8 +20,10 @@ on validation than it started) has no ``trainer_state/``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +68,33 @@ def read_checkpoint(path: Path) -> CheckpointInfo | None:
                           float(meta.get("elapsed_seconds", 0.0)))
 
 
+def _fsync_tree(root: Path) -> None:
+    """Flush every file under ``root``, then the folders, to disk."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint folder so that it is never seen half-deleted (see the module doc)."""
+    doomed = path.with_name(f".deleting-{path.name}-{time.time_ns()}")
+    path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def _rank_key(c: CheckpointInfo) -> tuple[float, int]:
     # Highest validation reward; on a tie the earlier step (closer to the base model:
     # what validation cannot tell apart, prefer the smaller drift).
@@ -94,12 +127,17 @@ class CheckpointManager:
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.root))
         try:
             write_fn(tmp)
+            _fsync_tree(tmp)
             marker = {"step": step, "metrics": metrics, "elapsed_seconds": elapsed_seconds}
-            (tmp / COMPLETE_MARKER).write_text(json.dumps(marker))
+            with open(tmp / COMPLETE_MARKER, "w") as fh:
+                fh.write(json.dumps(marker))
+                fh.flush()
+                os.fsync(fh.fileno())
             if final.exists():
                 # Only after a resume from an older checkpoint that re-reaches this step.
-                shutil.rmtree(final)
+                _remove(final)
             tmp.rename(final)
+            _fsync_dir(self.root)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -117,7 +155,7 @@ class CheckpointManager:
         keep = {c.name for c in ranked[:KEEP_BEST]} | {ckpts[-1].name}
         for c in ckpts:
             if c.name not in keep:
-                shutil.rmtree(c.path)
+                _remove(c.path)
                 self.events.checkpoint_deleted(c.name)
 
     def clean_temp(self) -> None:

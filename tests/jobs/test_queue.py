@@ -1,10 +1,12 @@
 """The SQL queue on real databases (a SQLite file and a PostgreSQL server): atomic
-claims, leases, fencing, the reaper."""
+claims, leases, fencing, the reaper, and which failed attempts count against
+max_attempts."""
 
 from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -103,3 +105,104 @@ def test_requested_action_reaches_the_holder(store):
     assert queue.requested_action(store, job_id) == "pause"
     with store.session() as s:
         assert queue.fence(s, claim, 30) == "pause"
+
+
+# -- which failed attempts count against max_attempts (module doc of jobs/queue.py) -------
+
+def lose_worker(store: Store, job_id: str, *, checkpoint_step: int | None = None) -> queue.Claim:
+    """Claim the job, optionally relay a checkpoint as the worker does, then let the lease
+    lapse (the worker was SIGKILLed) and reap it."""
+    claim = queue.claim_next(store, f"worker-{time.monotonic_ns()}", lease_seconds=0.1)
+    assert claim is not None and claim.job_id == job_id
+    if checkpoint_step is not None:
+        with store.session() as s:
+            queue.fence(s, claim, 0.1)
+            job = s.get(Job, job_id)
+            job.progress_step = max(job.progress_step, checkpoint_step)
+    time.sleep(0.15)
+    assert queue.reap_expired(store) == [job_id]
+    return claim
+
+
+def test_lost_workers_that_checkpointed_use_no_attempts(store):
+    [job_id] = add_jobs(store, 1, max_attempts=3)
+    for step in range(10):  # ten lost workers, each after a newer checkpoint
+        claim = lose_worker(store, job_id, checkpoint_step=step)
+        assert claim.attempt == step + 1
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        assert (job.status, job.attempts, job.charged_attempts) == (spec.QUEUED, 10, 0)
+        notes = [e.message for e in s.query(JobEvent).filter_by(job_id=job_id)]
+    assert sum("Not counted against its attempts" in n for n in notes) == 10
+    last = queue.claim_next(store, "worker-z", lease_seconds=30)
+    assert last.attempt == 11
+    with store.session() as s:
+        queue.release(s, last, 30, status=spec.SUCCEEDED)
+        assert s.get(Job, job_id).status == spec.SUCCEEDED
+
+
+def test_lost_workers_without_a_new_checkpoint_use_attempts(store):
+    [job_id] = add_jobs(store, 1, max_attempts=3)
+    lose_worker(store, job_id, checkpoint_step=4)  # progress: free
+    lose_worker(store, job_id, checkpoint_step=4)  # the same checkpoint again: charged
+    lose_worker(store, job_id)                     # nothing at all: charged
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        assert (job.status, job.charged_attempts) == (spec.QUEUED, 2)
+    lose_worker(store, job_id)
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        assert (job.status, job.attempts, job.charged_attempts) == (spec.FAILED, 4, 3)
+        assert job.error["code"] == "worker_lost" and "on 3 of its attempts" in job.error["message"]
+    assert queue.claim_next(store, "worker-b", lease_seconds=30) is None
+
+
+def test_a_renewed_lease_is_not_reaped(store):
+    [job_id] = add_jobs(store, 1)
+    claim = queue.claim_next(store, "worker-a", lease_seconds=0.1)
+    time.sleep(0.15)
+    with store.session() as s:  # the worker's heartbeat, just in time
+        queue.fence(s, claim, 30)
+    assert queue.reap_expired(store) == []
+    with store.session() as s:
+        assert s.get(Job, job_id).charged_attempts == 0
+
+
+def test_trainer_crashes_use_attempts_even_after_progress(store, tmp_path):
+    """The trainer itself failing (non-zero exit, worker alive) is always charged: the job
+    fails on the max_attempts-th crash with the trainer's error, checkpoints or not."""
+    from jobs.job_run import JobRun
+
+    [job_id] = add_jobs(store, 1, max_attempts=3)
+    worker = SimpleNamespace(config=SimpleNamespace(data_dir=tmp_path, lease_seconds=30), store=store)
+    for n in range(1, 4):
+        claim = queue.claim_next(store, "worker-a", lease_seconds=30)
+        run = JobRun(worker, claim)
+        run.last_error = {"type": "error", "code": "trainer_error", "message": "RuntimeError: boom"}
+        with store.session() as s:
+            s.get(Job, job_id).progress_step = n * 2  # it checkpointed before crashing
+        run._settle_crash(1)
+        with store.session() as s:
+            job = s.get(Job, job_id)
+            assert job.charged_attempts == n
+            assert job.status == (spec.FAILED if n == 3 else spec.QUEUED)
+    assert job.error["code"] == "trainer_crashed"
+    assert "exited with code 1 on 3 attempts" in job.error["message"]
+    assert "RuntimeError: boom" in job.error["message"]
+
+
+def test_a_lost_worker_between_two_crashes_is_free_when_it_checkpointed(store, tmp_path):
+    from jobs.job_run import JobRun
+
+    [job_id] = add_jobs(store, 1, max_attempts=2)
+    worker = SimpleNamespace(config=SimpleNamespace(data_dir=tmp_path, lease_seconds=30), store=store)
+    run = JobRun(worker, queue.claim_next(store, "worker-a", lease_seconds=30))
+    run._settle_crash(1)                          # 1 of 2 charged
+    lose_worker(store, job_id, checkpoint_step=3)  # machinery, with progress: free
+    with store.session() as s:
+        assert (s.get(Job, job_id).status, s.get(Job, job_id).charged_attempts) == (spec.QUEUED, 1)
+    run = JobRun(worker, queue.claim_next(store, "worker-c", lease_seconds=30))
+    run._settle_crash(1)                          # 2 of 2: failed
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        assert (job.status, job.error["code"], job.attempts) == (spec.FAILED, "trainer_crashed", 3)
