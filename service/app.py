@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from jobs.store import Store
 from service.errors import install_error_handlers
 from service.guards import RequestGuard
-from service.routes import chat, downloads, files, health, jobs, models
+from service.routes import audit, chat, downloads, files, health, jobs, models, usage
 from service.routes import graders as grader_routes
 from service.settings import Settings
 
@@ -36,7 +36,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     install_error_handlers(app)
-    routers = [m.router for m in (health, files, jobs, grader_routes, models, downloads, chat)]
+    routers = [m.router for m in (health, files, jobs, grader_routes, models, downloads, chat, audit, usage)]
     for router in routers:
         app.include_router(router)
     # Outermost but for Starlette's ServerErrorMiddleware: it sees each request before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,8 +29,9 @@ def get_or_create_project(session: Session, name: str) -> Project:
     return project
 
 
-def create_key(session: Session, project_name: str) -> tuple[str, ApiKey]:
-    """Create a key for the project (made when missing); returns the plain key, shown once."""
+def create_key(session: Session, project_name: str, expires_at: int | None = None) -> tuple[str, ApiKey]:
+    """Create a key for the project (made when missing), refused from ``expires_at``
+    (Unix seconds; None: never); returns the plain key, shown once."""
     project = get_or_create_project(session, project_name)
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(
@@ -38,24 +40,31 @@ def create_key(session: Session, project_name: str) -> tuple[str, ApiKey]:
         key_hash=hash_key(plain),
         prefix=plain[: len(KEY_PREFIX) + 6],
         created_at=now(),
+        expires_at=expires_at,
     )
     session.add(row)
     session.flush()
     return plain, row
 
 
-def project_for_key(session: Session, plain: str) -> Project | None:
-    """The project a live key belongs to, or None for an unknown or revoked key."""
+def is_expired(row: ApiKey) -> bool:
+    """True once the key's expiry time has come."""
+    return row.expires_at is not None and time.time() >= row.expires_at
+
+
+def key_and_project(session: Session, plain: str) -> tuple[ApiKey, Project] | None:
+    """The key row (expired or not) and its project, or None for an unknown or revoked key."""
     row = session.scalar(
         select(ApiKey).where(ApiKey.key_hash == hash_key(plain), ApiKey.revoked_at.is_(None))
     )
-    return session.get(Project, row.project_id) if row else None
+    return (row, session.get(Project, row.project_id)) if row else None
 
 
-def revoke_key(session: Session, key_id: str) -> bool:
-    """Revoke a key by id; False when there is no such live key."""
+def revoke_key(session: Session, key_id: str) -> ApiKey | None:
+    """Revoke a key by id (an expired one too); the key, or None when there is no such
+    unrevoked key."""
     row = session.get(ApiKey, key_id)
     if row is None or row.revoked_at is not None:
-        return False
+        return None
     row.revoked_at = now()
-    return True
+    return row

@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
@@ -118,7 +122,7 @@ def _log_sandbox(settings: Settings) -> None:
 def cmd_sandbox_check(args: argparse.Namespace) -> int:
     """Print whether user code can run sandboxed here; exit 1 when it cannot."""
     report = _sandbox_report(_settings(args))
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))  # noqa: T201 - the report is the output
     return 0 if report["user_code"] == "sandboxed" else 1
 
 
@@ -134,9 +138,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``30d``, ``12h``, ``90m`` or ``45s`` (argparse type)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if match is None or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30d, 12h, 90m or 45s")
+    return int(match[1]) * _DURATION_UNITS[match[2]]
+
+
+def parse_instant(text: str) -> float:
+    """Unix time of an ISO 8601 date or date-time (argparse type); UTC unless it says."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date or time such as 2027-01-06 or 2027-01-06T12:00:00Z") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _utc(ts: int | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else "never"
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
+    """``rft keys create|list|revoke``; create and revoke are audited with actor ``cli``."""
     from jobs.store import ApiKey, Project, Store
-    from service.auth import create_key, revoke_key
+    from service import audit
+    from service.auth import create_key, is_expired, revoke_key
 
     settings = _settings(args)
     settings.ensure_dirs()
@@ -144,16 +175,29 @@ def cmd_keys(args: argparse.Namespace) -> int:
     store.migrate()
     with store.session() as session:
         if args.keys_command == "create":
-            plain, _ = create_key(session, args.project)
+            expires_at = None
+            if args.expires_in is not None:
+                expires_at = math.ceil(time.time() + args.expires_in)
+            elif args.expires_at is not None:
+                if args.expires_at <= time.time():
+                    print(f"--expires-at {_utc(int(args.expires_at))} is already past", file=sys.stderr)  # noqa: T201
+                    return 2
+                expires_at = int(args.expires_at)
+            plain, row = create_key(session, args.project, expires_at=expires_at)
+            audit.record(session, None, "key.create", "api_key", row.id, {"expires_at": expires_at},
+                         project_id=row.project_id)
             print(plain)  # noqa: T201 - the one time the key is shown
         elif args.keys_command == "list":
             for key, project in session.query(ApiKey, Project).join(Project).order_by(ApiKey.created_at):
-                state = "revoked" if key.revoked_at else "active"
-                print(f"{key.id}\t{project.name}\t{key.prefix}...\t{state}")  # noqa: T201
+                state = "revoked" if key.revoked_at else "expired" if is_expired(key) else "active"
+                expiry = f"expires {_utc(key.expires_at)}"
+                print(f"{key.id}\t{project.name}\t{key.prefix}...\t{state}\t{expiry}")  # noqa: T201
         elif args.keys_command == "revoke":
-            if not revoke_key(session, args.key_id):
+            row = revoke_key(session, args.key_id)
+            if row is None:
                 print(f"no active key {args.key_id}", file=sys.stderr)  # noqa: T201
                 return 1
+            audit.record(session, None, "key.revoke", "api_key", row.id, project_id=row.project_id)
     return 0
 
 
@@ -187,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key (printed once)")
     create.add_argument("--project", required=True)
+    expiry = create.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in", type=parse_duration, metavar="DURATION",
+                        help="refuse the key after this long: 30d, 12h, 90m, 45s (default: never)")
+    expiry.add_argument("--expires-at", type=parse_instant, metavar="ISO_TIME",
+                        help="refuse the key from this ISO 8601 date or time, UTC unless given")
     listing = keys_sub.add_parser("list", help="list keys")
     revoke = keys_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")

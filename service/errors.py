@@ -6,7 +6,8 @@
     ├── NotFound                  (404; also for other projects' objects)
     ├── Conflict                  (409)
     ├── PayloadTooLarge           (413)
-    ├── RateLimited               (429, with Retry-After)
+    ├── RateLimited               (429 rate_limit_exceeded, with Retry-After)
+    │   └── QuotaExceeded         (429 quota_exceeded: a project quota, see service.quotas)
     └── ServiceUnavailable        (503, with Retry-After)
 
 Every error, FastAPI's own validation errors included, is rendered as
@@ -80,6 +81,12 @@ class RateLimited(ApiError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(RateLimited):
+    """A project is at one of its quotas (``service.quotas``)."""
+
+    default_code = "quota_exceeded"
 
 
 class ServiceUnavailable(ApiError):

@@ -64,6 +64,11 @@ class FairLimiter:
         """Slots ``key`` holds now."""
         return self._held.get(key, 0)
 
+    def waiting_for(self, key: Hashable) -> int:
+        """Requests of ``key`` waiting for a slot now."""
+        queue = self._queues.get(key)
+        return len(queue) if queue else 0
+
     @asynccontextmanager
     async def slot(self, key: Hashable) -> AsyncIterator[None]:
         """Hold one of ``key``'s slots for the body of the ``async with``."""

@@ -28,16 +28,18 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.store import Store
-from service.deps import PROJECT_STATE, authenticate, get_current_project
+from service.deps import CALLER_STATE, authenticate, get_current_caller
 from service.errors import (
     ApiError,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     error_body,
     server_error_body,
 )
 from service.model_lookup import model_not_found
+from service.rate_limit import RATE_STATE, RateLimiter, with_rate_headers
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -187,7 +189,7 @@ _THREAD_BODY_BYTES = 1 << 20
 
 
 def _needs_key(dependant) -> bool:
-    return any(d.call is get_current_project or _needs_key(d) for d in dependant.dependencies)
+    return any(d.call is get_current_caller or _needs_key(d) for d in dependant.dependencies)
 
 
 class RequestGuard:
@@ -197,8 +199,11 @@ class RequestGuard:
     For each request that matches a route:
 
     1. A route that needs a key checks it before reading any body byte (the same code as
-       ``CurrentProject``, read-only), answering 401 otherwise; the project found is
+       ``CurrentCaller``, read-only), answering 401 otherwise; the caller found is
        left in the request state so the dependency does not look it up again.
+       A key's request over its rate (``service.rate_limit``, the internal token
+       exempt) is answered 429 here, still unread; every answer to a keyed request
+       carries the key's ``x-ratelimit-*-requests`` headers.
     2. A declared ``Content-Length`` over the route's cap is refused with 413 unread.
     3. Upload routes (``streamed``) are passed through with their bytes counted: past
        the cap a 413 is raised from ``receive`` (the upload code streams to disk and
@@ -227,6 +232,19 @@ class RequestGuard:
         self.settings = settings
         self.store = store
         self.streamed = streamed
+        self.rate_limiter = (RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+                             if settings.rate_limit_per_second else None)
+
+    def _limit_rate(self, scope: Scope, key_id: str) -> None:
+        """Take a token of the key's bucket (service.rate_limit); 429 when it has none.
+        On the event loop, before any body byte is read."""
+        rate = self.rate_limiter.take(key_id)
+        scope["state"][RATE_STATE] = rate  # every answer carries its headers
+        if not rate.allowed:
+            raise RateLimited(
+                f"Rate limit reached for this API key: {rate.limit} requests at once, {rate.per_second:g} per "
+                f"second sustained (RFT_RATE_LIMIT_BURST, RFT_RATE_LIMIT_PER_SECOND). Retry after "
+                f"{rate.retry_after} s.", headers={"Retry-After": rate.retry_after})
 
     def _route(self, scope: Scope) -> tuple[APIRoute, bool] | None:
         for route, needs_key in self.routes:
@@ -252,6 +270,7 @@ class RequestGuard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                message = with_rate_headers(scope, message)
             await send(message)
 
         try:
@@ -274,10 +293,12 @@ class RequestGuard:
         """Check the key and bound the body; the ``receive`` the app should read from."""
         headers = Headers(scope=scope)
         if needs_key:
-            project = await anyio.to_thread.run_sync(
+            caller = await anyio.to_thread.run_sync(
                 authenticate, self.store, self.settings, headers.get("authorization", ""))
-            if project is not None:
-                scope.setdefault("state", {})[PROJECT_STATE] = project
+            if caller is not None:
+                scope.setdefault("state", {})[CALLER_STATE] = caller
+                if self.rate_limiter is not None:
+                    self._limit_rate(scope, caller.key_id)
         declared = headers.get("content-length")
         if declared is None and "transfer-encoding" not in headers:
             return receive  # no body

@@ -80,6 +80,35 @@ class Settings(BaseSettings):
     # round-robin by project (service.fair_limiter).
     grader_run_slots: int = Field(default=8, ge=1)
     grader_run_slots_per_project: int = Field(default=2, ge=1)
+    # Both per-project numbers are quotas (docs/quotas.md), shown by GET /v1/usage.
+    # A project's /run requests waiting for a slot; one more is refused (429, Retry-After)
+    # rather than held: each waiter keeps its body (up to max_json_body_bytes) in memory.
+    # 16 lets a client fan out a batch of tries. 0: no limit.
+    grader_run_waiting_per_project: int = Field(default=16, ge=0)
+
+    # Rate limit per API key (service.rate_limit): a token bucket of rate_limit_burst
+    # requests, refilled at rate_limit_per_second; over it, 429 with Retry-After. 0 per
+    # second turns it off. Kept per API process: behind N API processes a key gets N
+    # times this. It is there to stop a runaway loop from taking the event loop (each
+    # authenticated request costs it ~1-3 ms), not to meter normal use, so it is
+    # generous: an SDK call is one request and a job poller a few a second; 100/s is
+    # 6,000 a minute, about OpenAI's own per-minute request limits of its upper tiers;
+    # a burst of 1,000 lets an eval fan out hundreds of chat calls at once. The fastest
+    # client we know, the fuzz tests' sequential keep-alive loop (~1,100 requests in
+    # ~15 s on two busy cores, up to ~150/s), stays inside it on a machine 10x faster.
+    rate_limit_per_second: float = Field(default=100.0, ge=0)
+    rate_limit_burst: int = Field(default=1000, ge=1)
+
+    # Quotas per project (service.quotas); 0: no limit. Over one: 429 quota_exceeded.
+    # Unfinished jobs (validating_files, queued, running, paused: each holds a place in
+    # the queue or a GPU, and a paused one comes back). 32 is far more than a GPU node
+    # runs at once (one per worker) and keeps one project from burying the queue in
+    # front of everyone else's jobs; the input-fuzz tests leave ~18 queued in one project.
+    max_active_jobs_per_project: int = Field(default=32, ge=0)
+    # Uploaded files, counted and summed over the project's files (each upload is also
+    # capped by max_upload_bytes): 1,000 files, 20 GiB (40 uploads at their cap).
+    max_files_per_project: int = Field(default=1000, ge=0)
+    max_file_bytes_per_project: int = Field(default=20 * 1024**3, ge=0)
 
     @field_validator("data_dir", "models_dir")
     @classmethod

@@ -2,7 +2,8 @@
 
 Nothing is buffered whole: the body is read chunk by chunk, the ``file`` part is
 written to a temp file and checked line by line, and a body over the cap is refused
-(413) as soon as the count passes it. On any refusal the temp file is removed.
+(413) as soon as the count passes it; so is a file part that outgrows what is left of
+the project's upload quota (429). On any refusal the temp file is removed.
 
 The form's own parts are bounded too: python-multipart caps a part's header lines
 (4 kB and 8 lines by default; a 10 kB file name passes neither) and its refusal is a
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.guards import clean_filename
 from service.jsonl import JsonlChecker, JsonlError
+from service.quotas import UploadRoom, too_many_bytes
 
 MAX_FIELD_BYTES = 4096
 # The form has one other field (purpose); a few spare ones are ignored, thousands are
@@ -64,9 +66,11 @@ class ReceivedUpload:
 
 
 async def receive_jsonl_upload(
-    request: Request, temp_dir: Path, max_bytes: int, max_line_bytes: int, max_lines: int
+    request: Request, temp_dir: Path, max_bytes: int, max_line_bytes: int, max_lines: int,
+    room: UploadRoom | None = None,
 ) -> ReceivedUpload:
-    """Read a multipart body with a ``file`` part of JSONL; raise 400/413 API errors."""
+    """Read a multipart body with a ``file`` part of JSONL; raise 400/413 API errors, and
+    a 429 once the file part outgrows the project's ``room`` (``service.quotas``)."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidRequest("Upload with multipart/form-data (fields 'file' and 'purpose').", param="file")
@@ -85,6 +89,7 @@ async def receive_jsonl_upload(
     state = {"part": _Part(), "header_field": bytearray(), "header_value": bytearray()}
     file_seen: dict[str, str | None] = {}
     errors: list[Exception] = []
+    bytes_left = room.bytes_left if room is not None else None
 
     def on_part_begin() -> None:
         state["part"] = _Part()
@@ -124,6 +129,8 @@ async def receive_jsonl_upload(
         chunk = data[start:end]
         try:
             if part.name == "file":
+                if bytes_left is not None and checker.bytes + len(chunk) > bytes_left:
+                    raise too_many_bytes(room.settings, bytes_left)
                 out.write(chunk)
                 checker.feed(chunk)
             else:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 from typing import Literal
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from jobs.spec import ACTIVE_STATUSES
 from jobs.store import File, Job, new_id, now
-from service.deps import CurrentProject, SettingsDep, StoreDep
+from service import audit
+from service.deps import CurrentCaller, CurrentProject, SettingsDep, StoreDep
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.guards import check_cursor, clean_filename
 from service.pagination import list_body, page
+from service.quotas import check_upload_quota, read_upload_room
 from service.uploads import receive_jsonl_upload
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -48,14 +51,19 @@ def get_owned_file(session, project_id: str, file_id: str) -> File:
 
 
 @router.post("")
-async def upload_file(request: Request, project: CurrentProject, settings: SettingsDep, store: StoreDep) -> dict:
+async def upload_file(request: Request, project: CurrentProject, caller: CurrentCaller, settings: SettingsDep,
+                      store: StoreDep) -> dict:
     """Upload a JSONL file of training rows."""
+    # The project's file quotas, before a byte is read (and again at the insert).
+    room = await anyio.to_thread.run_sync(read_upload_room, store, settings, project.id)
+    room.check_declared(request.headers.get("content-length"))
     upload = await receive_jsonl_upload(
         request,
         temp_dir=settings.data_dir / "tmp",
         max_bytes=settings.max_upload_bytes,
         max_line_bytes=settings.max_line_bytes,
         max_lines=settings.max_file_lines,
+        room=room,
     )
     try:
         purpose = upload.fields.get("purpose")
@@ -81,7 +89,10 @@ async def upload_file(request: Request, project: CurrentProject, settings: Setti
         )
         try:
             with store.session() as session:
+                check_upload_quota(session, settings, project.id, row.bytes)
                 session.add(row)
+                audit.record(session, caller, "file.create", "file", row.id,
+                             {"filename": row.filename, "purpose": row.purpose, "bytes": row.bytes})
         except BaseException:
             final.unlink(missing_ok=True)
             raise
@@ -128,7 +139,8 @@ def file_content(file_id: str, project: CurrentProject, store: StoreDep, setting
 
 
 @router.delete("/{file_id}")
-def delete_file(file_id: str, project: CurrentProject, store: StoreDep, settings: SettingsDep) -> dict:
+def delete_file(file_id: str, project: CurrentProject, caller: CurrentCaller, store: StoreDep,
+                settings: SettingsDep) -> dict:
     """Delete a file; refused while a job that is not finished uses it."""
     with store.session() as session:
         row = get_owned_file(session, project.id, file_id)
@@ -142,5 +154,6 @@ def delete_file(file_id: str, project: CurrentProject, store: StoreDep, settings
             raise Conflict(f"File '{file_id}' is in use by job '{user}', which has not finished.", param="file_id")
         path = settings.data_dir / row.path
         session.delete(row)
+        audit.record(session, caller, "file.delete", "file", file_id, {"filename": row.filename})
     path.unlink(missing_ok=True)
     return {"id": file_id, "object": "file", "deleted": True}

@@ -12,7 +12,9 @@ a per-project cap, waiters served round-robin by project, so one project's flood
 calls cannot make another project wait. Quick in-process graders take no slot. When the
 client goes away mid-request, the request's ``CancelToken`` is cancelled (a sandbox
 registered with it is killed), the request stops waiting for a slot, and a held slot is
-given back as soon as the grading thread returns.
+given back as soon as the grading thread returns. A project with
+``grader_run_waiting_per_project`` requests already waiting for a slot gets a 429 instead
+of one more waiter (each holds its body in memory).
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import graders
 from graders.base import ERROR_FLAGS, GradeResult
 from graders.cancel import CancelToken, use_token
-from service import inference_client
-from service import job_requests
+from service import inference_client, job_requests, quotas
 from service.deps import CurrentProject, SettingsDep, StoreDep
 from service.errors import ApiError, InvalidRequest, ServiceUnavailable
 from service.fair_limiter import FairLimiter
@@ -313,6 +314,9 @@ async def run(
             return await _grade_on_engine(body.grader, sample, item, settings)
         if not is_slow(spec):
             return await _grade_here(spec, sample, item, settings, token)
+        waiting_cap = settings.grader_run_waiting_per_project
+        if waiting_cap and limiter.waiting_for(project.id) >= waiting_cap:
+            raise quotas.too_many_waiting(settings)
         async with limiter.slot(project.id):
             return await _grade_here(spec, sample, item, settings, token)
 

@@ -10,11 +10,13 @@ from sqlalchemy import select, update
 from jobs import spec
 from jobs.queue import add_event
 from jobs.store import Checkpoint, Job, JobEvent, new_id, now
-from service.deps import CurrentProject, SettingsDep, StoreDep
+from service import audit
+from service.deps import CurrentCaller, CurrentProject, SettingsDep, StoreDep
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.guards import check_cursor, fits_path, parse_json_body
 from service.job_requests import body_hash, check_create_body
 from service.pagination import list_body, page
+from service.quotas import check_job_quota
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -88,6 +90,7 @@ def get_owned_job(session, project_id: str, job_id: str) -> Job:
 async def create_job(
     request: Request,
     project: CurrentProject,
+    caller: CurrentCaller,
     store: StoreDep,
     settings: SettingsDep,
     idempotency_key: str | None = Header(default=None),
@@ -118,6 +121,8 @@ async def create_job(
                     )
                 return job_object(prior)
         checked = check_create_body(session, project, settings, body)
+        # Last before the insert: it locks the project until the commit.
+        check_job_quota(session, settings, project.id)
         job = Job(
             id=new_id("ftjob"),
             project_id=project.id,
@@ -140,6 +145,9 @@ async def create_job(
         add_event(session, job.id, "Resolved hyperparameters: " + json.dumps(hyper, sort_keys=True), data=hyper)
         job.status = spec.QUEUED
         add_event(session, job.id, "Files validated; the job is queued.")
+        audit.record(session, caller, "job.create", "fine_tuning.job", job.id, {
+            "model": job.model, "method": job.method["type"], "training_file": job.training_file,
+            "validation_file": job.validation_file})
         return job_object(job)
 
 
@@ -161,10 +169,11 @@ def retrieve_job(job_id: str, project: CurrentProject, store: StoreDep) -> dict:
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, project: CurrentProject, store: StoreDep) -> dict:
+def cancel_job(job_id: str, project: CurrentProject, caller: CurrentCaller, store: StoreDep) -> dict:
     """Cancel: at once when not running, else the worker stops the trainer within seconds."""
     with store.session() as session:
         job = get_owned_job(session, project.id, job_id)
+        before = job.status
         if job.status in spec.FINISHED_STATUSES:
             raise Conflict(f"Job '{job_id}' has already {job.status}; it cannot be cancelled.", param="fine_tuning_job_id")
         if job.status == spec.RUNNING:
@@ -173,15 +182,18 @@ def cancel_job(job_id: str, project: CurrentProject, store: StoreDep) -> dict:
         else:
             _cas_status(session, job, spec.CANCELLED, finished_at=now())
             add_event(session, job.id, "Job cancelled.")
+        audit.record(session, caller, "job.cancel", "fine_tuning.job", job.id,
+                     {"status_before": before, "status_after": job.status})
         session.flush()
         return job_object(job)
 
 
 @router.post("/{job_id}/pause")
-def pause_job(job_id: str, project: CurrentProject, store: StoreDep) -> dict:
+def pause_job(job_id: str, project: CurrentProject, caller: CurrentCaller, store: StoreDep) -> dict:
     """Pause: a running job checkpoints and stops; a queued one just waits."""
     with store.session() as session:
         job = get_owned_job(session, project.id, job_id)
+        before = job.status
         if job.status == spec.RUNNING:
             job.requested_action = "pause"
             add_event(session, job.id, "Pause requested; the job will checkpoint and stop.")
@@ -192,19 +204,24 @@ def pause_job(job_id: str, project: CurrentProject, store: StoreDep) -> dict:
             raise Conflict(
                 f"Job '{job_id}' is {job.status}; only running or queued jobs can be paused.", param="fine_tuning_job_id"
             )
+        audit.record(session, caller, "job.pause", "fine_tuning.job", job.id,
+                     {"status_before": before, "status_after": job.status})
         session.flush()
         return job_object(job)
 
 
 @router.post("/{job_id}/resume")
-def resume_job(job_id: str, project: CurrentProject, store: StoreDep) -> dict:
+def resume_job(job_id: str, project: CurrentProject, caller: CurrentCaller, store: StoreDep) -> dict:
     """Resume a paused job: it is queued again and continues from its newest checkpoint."""
     with store.session() as session:
         job = get_owned_job(session, project.id, job_id)
+        before = job.status
         if job.status != spec.PAUSED:
             raise Conflict(f"Job '{job_id}' is {job.status}; only paused jobs can be resumed.", param="fine_tuning_job_id")
         _cas_status(session, job, spec.QUEUED)
         add_event(session, job.id, "Job resumed; it is queued.")
+        audit.record(session, caller, "job.resume", "fine_tuning.job", job.id,
+                     {"status_before": before, "status_after": job.status})
         session.flush()
         return job_object(job)
 

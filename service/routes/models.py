@@ -7,8 +7,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from jobs.export import remove_archives
 from jobs.store import Model
-from service import inference_client
-from service.deps import CurrentProject, SettingsDep, StoreDep
+from service import audit, inference_client
+from service.deps import CurrentCaller, CurrentProject, SettingsDep, StoreDep
 from service.errors import InvalidRequest
 from service.guards import check_model_name
 from service.model_lookup import find_model, list_models
@@ -32,7 +32,8 @@ def retrieve(model_id: str, project: CurrentProject, store: StoreDep, settings: 
 
 
 @router.delete("/{model_id}")
-async def delete(model_id: str, project: CurrentProject, store: StoreDep, settings: SettingsDep) -> dict:
+async def delete(model_id: str, project: CurrentProject, caller: CurrentCaller, store: StoreDep,
+                 settings: SettingsDep) -> dict:
     """Delete a fine-tuned model: it stops being served and its download archives go.
     Its checkpoint folder stays with its job."""
     check_model_name(model_id)
@@ -41,7 +42,9 @@ async def delete(model_id: str, project: CurrentProject, store: StoreDep, settin
         if model.kind != "fine-tuned":
             raise InvalidRequest(f"Only fine-tuned models can be deleted; `{model_id}` is a {model.kind} model.",
                                  param="model", code="model_not_deletable")
-        session.delete(session.get(Model, model_id))
+        row = session.get(Model, model_id)
+        session.delete(row)
+        audit.record(session, caller, "model.delete", "model", model_id, {"job_id": row.job_id})
     await inference_client.unload(settings, str(model.folder))
     await run_in_threadpool(remove_archives, model.folder, settings.data_dir / "exports")
     return {"id": model_id, "object": "model", "deleted": True}
