@@ -238,6 +238,7 @@ class JobRun:
             self.cfg.models_dir,
             allow_local_paths=self.cfg.allow_local_paths,
             allow_hub=self.cfg.allow_hub,
+            data_dir=self.cfg.data_dir,  # the unsafe path setting still never reaches into it
         ).location
 
     # -- supervision ---------------------------------------------------------------------
