@@ -28,7 +28,8 @@ and ``/work`` with it. See ``inside.py`` for the protocol.
 
 The host enforces a wall-clock limit on each request: on timeout it kills the sandbox
 (its cgroup, or its process group; the kernel then kills the whole PID namespace).
-Replies are read with a 1 MiB cap and every value is re-checked on the host.
+Replies are read with a cap (1 MiB for a python grade, a few MiB for a code_exec
+reply holding every case's output) and every value is re-checked on the host.
 
 When the sandbox cannot be built (not root, no ``unshare``, a kernel without
 namespaces) user code is refused with ``python_grader_server_error`` unless the
