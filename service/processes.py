@@ -48,6 +48,22 @@ def stop_all(procs: list[subprocess.Popen], grace_seconds: float = 15.0) -> None
             proc.wait()
 
 
+# Restart backoff: doubling from 1 s up to a minute for a child that keeps dying at
+# start; a child that ran this long was healthy, and its next restart starts over at 1 s
+# (a worker killed again and again mid-job must not come back a minute late each time).
+FIRST_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 60.0
+HEALTHY_RUN_S = 60.0
+
+
+def next_backoff(previous: float, ran_seconds: float) -> float:
+    """Seconds to wait before restarting a child that ran ``ran_seconds`` and whose last
+    wait was ``previous`` (0 before its first restart)."""
+    if previous <= 0 or ran_seconds >= HEALTHY_RUN_S:
+        return FIRST_BACKOFF_S
+    return min(previous * 2, MAX_BACKOFF_S)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now."""
     with socket.socket() as sock:
@@ -80,17 +96,19 @@ class Supervisor:
         self._thread.start()
 
     def _watch(self) -> None:
-        backoff = [1.0] * len(self._specs)
+        backoff = [0.0] * len(self._specs)
+        started = [time.monotonic()] * len(self._specs)
         while not self._stopping.wait(1.0):
             for i, proc in enumerate(self.procs):
                 if proc.poll() is None or self._stopping.is_set():
                     continue
                 module, args = self._specs[i]
+                backoff[i] = next_backoff(backoff[i], time.monotonic() - started[i])
                 log.warning("%s (pid %d) exited with %s; restarting in %.0f s", module, proc.pid, proc.returncode, backoff[i])
                 if self._stopping.wait(backoff[i]):
                     return
-                backoff[i] = min(backoff[i] * 2, 60.0)
                 self.procs[i] = spawn_module(module, args, self.env)
+                started[i] = time.monotonic()
 
     def stop(self) -> None:
         """Stop watching, then stop every child."""
