@@ -23,6 +23,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import TypeAdapter
+
 from jobs import queue
 from jobs.job_run import JobRun
 from jobs.store import Store
@@ -31,16 +33,9 @@ log = logging.getLogger("rft.worker")
 
 
 def _env_flag(name: str, default: bool) -> bool:
-    """A boolean setting spelled as pydantic-settings (the API's side) reads it."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on", "y", "t"):
-        return True
-    if value in ("0", "false", "no", "off", "n", "f"):
-        return False
-    raise ValueError(f"{name}={raw!r} is not a boolean")
+    """A boolean setting read the way pydantic-settings (the API's side) reads it."""
+    raw = os.environ.get(name, "")
+    return default if raw == "" else TypeAdapter(bool).validate_python(raw.strip())
 
 
 @dataclass

@@ -104,11 +104,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _sandbox_report(settings: Settings) -> dict:
-    import graders
     from graders.sandbox import sandbox_report
-    from service.grading import grader_context
+    from service.grading import build_grader_context
 
-    return sandbox_report(graders.GraderContext.model_validate(grader_context(settings)))
+    return sandbox_report(build_grader_context(settings))
 
 
 def _log_sandbox(settings: Settings) -> None:

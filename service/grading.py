@@ -12,7 +12,12 @@ def grader_context(settings: Settings) -> dict:
     It holds judge keys: it goes to engine processes through their environment and is
     never returned by the API.
     """
-    ctx = GraderContext(
+    return build_grader_context(settings).model_dump()
+
+
+def build_grader_context(settings: Settings) -> GraderContext:
+    """``grader_context`` as the model, for grading in this process."""
+    return GraderContext(
         sandbox_unsafe=settings.allow_unsafe_sandbox,
         judges=settings.judge_endpoints,
         service_base_url=f"http://127.0.0.1:{settings.port}/v1",
@@ -20,4 +25,3 @@ def grader_context(settings: Settings) -> dict:
         endpoint_allowlist=settings.endpoint_allowlist,
         reward_models=settings.reward_models,
     )
-    return ctx.model_dump()

@@ -6,7 +6,6 @@
 - ``parse_json_body``: the one parser of the routes that take free-form JSON.
 - ``fits_name`` / ``fits_path``: names that may reach the file system.
 - ``clean_filename``: upload names without control characters.
-- ``check_cursor``: a pagination cursor must name one of the caller's own rows.
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ from typing import Any
 
 import anyio
 from fastapi.routing import APIRoute
-from sqlalchemy import Select
-from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.routing import Match
@@ -38,7 +35,6 @@ from service.errors import (
     error_body,
     server_error_body,
 )
-from service.model_lookup import model_not_found
 from service.rate_limit import RATE_STATE, RateLimiter, with_rate_headers
 from service.settings import Settings
 
@@ -63,13 +59,6 @@ def fits_name(value: str) -> bool:
     return "\x00" not in value and len(value.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
 
 
-def check_model_name(model_id: str) -> None:
-    """404 (OpenAI's unknown-model answer) for a model id that cannot name a folder.
-    ``find_model`` tries the models dir for any id it does not find in the database."""
-    if not fits_name(model_id):
-        raise model_not_found(model_id)
-
-
 def fits_path(value: str) -> bool:
     """True when ``value`` can be a path: every ``/``-separated part ``fits_name`` and the
     whole is under PATH_MAX."""
@@ -86,19 +75,6 @@ _CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 def clean_filename(name: str) -> str:
     """``name`` without control characters and surrounding blanks."""
     return "".join(ch for ch in name if unicodedata.category(ch) not in _CONTROL_CATEGORIES).strip()
-
-
-def check_cursor(session: Session, query: Select, model: Any, after: str | None) -> None:
-    """Refuse an ``after`` cursor that is not a row of ``query`` (the caller's own rows).
-
-    ``service.pagination.page`` looks the cursor up among every project's rows, so
-    another project's id paged (200) where an unknown one is refused (400): the
-    difference told that the id exists. Here both read the same, in page()'s words.
-    """
-    if after is None:
-        return
-    if session.scalar(query.with_only_columns(model.id).where(model.id == after).limit(1)) is None:
-        raise InvalidRequest(f"No object with id '{after}' to page after.", param="after")
 
 
 # --- JSON --------------------------------------------------------------------------

@@ -124,11 +124,11 @@ def _model_params(session: Session, project: Project, settings: Settings, name: 
     return count_parameters_from_config(location)
 
 
-def _grader_models(spec: Any, param: str) -> list[tuple[str, str, str]]:
+def grader_models(spec: Any, param: str) -> list[tuple[str, str, str]]:
     """(param, grader type, model) for each grader in ``spec`` that names a model."""
     if spec.type == "multi":
         return [found for key, sub in spec.graders.items()
-                for found in _grader_models(sub, f"{param}.graders.{key}")]
+                for found in grader_models(sub, f"{param}.graders.{key}")]
     if spec.type in ("score_model", "label_model", "reward_model"):
         return [(f"{param}.model", spec.type, spec.model)]
     return []
@@ -141,7 +141,7 @@ def check_grader_models(session: Session, project: Project, settings: Settings, 
     (``graders.names`` already refused paths.) Another project's name reads like a
     missing one."""
     models_dir = settings.resolved_models_dir
-    for field, kind, model in _grader_models(spec, param):
+    for field, kind, model in grader_models(spec, param):
         if kind == "reward_model":
             if model not in settings.reward_models:
                 raise InvalidRequest(f"{field}: reward model '{shown_name(model)}' is not configured on this server.",

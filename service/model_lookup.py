@@ -14,9 +14,10 @@ from typing import Literal
 
 from sqlalchemy import select
 
-from jobs.base_models import is_model_folder, list_base_models
+from jobs.base_models import list_base_models, registered_model
 from jobs.store import Checkpoint, Model
 from service.errors import NotFound
+from service.guards import fits_name
 from service.settings import Settings
 
 BASE_OWNER = "rft"
@@ -53,8 +54,16 @@ def list_models(session, settings: Settings, project_id: str) -> list[ServedMode
     return found
 
 
+def check_model_name(model_id: str) -> None:
+    """404 (OpenAI's unknown-model answer) for a model id that cannot name a folder nor
+    be sent to the database (over 255 bytes, NUL)."""
+    if not fits_name(model_id):
+        raise model_not_found(model_id)
+
+
 def find_model(session, settings: Settings, project_id: str, model_id: str) -> ServedModel:
     """The model the caller names, or a 404 in OpenAI's shape."""
+    check_model_name(model_id)
     row = session.get(Model, model_id)
     if row is not None and row.project_id == project_id:
         return _fine_tuned(settings, row)
@@ -63,10 +72,9 @@ def find_model(session, settings: Settings, project_id: str, model_id: str) -> S
     if ckpt is not None:
         return ServedModel(ckpt.model_name, "checkpoint", settings.data_dir / ckpt.path,
                            ckpt.created_at, project_id)
-    if model_id and "/" not in model_id and not model_id.startswith("."):
-        folder = settings.resolved_models_dir / model_id
-        if folder.is_dir() and is_model_folder(folder):
-            return ServedModel(model_id, "base", folder, int(folder.stat().st_mtime), BASE_OWNER)
+    folder = registered_model(settings.resolved_models_dir, model_id)
+    if folder is not None:
+        return ServedModel(model_id, "base", folder, int(folder.stat().st_mtime), BASE_OWNER)
     raise model_not_found(model_id)
 
 

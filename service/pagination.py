@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from service.errors import InvalidRequest
@@ -32,12 +32,14 @@ def page(
     """One page of ``query`` rows after the row with id ``after``; returns (rows, has_more).
 
     Rows are ordered by ``order_col`` (default ``created_at``) then id, so ties in
-    whole-second timestamps still give a stable order.
+    whole-second timestamps still give a stable order. The cursor is looked up among the
+    rows of ``query`` itself (the caller's own), so another project's id reads exactly
+    like an unknown one.
     """
     check_limit(limit)
     order_col = order_col if order_col is not None else model.created_at
     if after is not None:
-        anchor = session.scalar(select(order_col).where(model.id == after))
+        anchor = session.scalar(query.with_only_columns(order_col).where(model.id == after).limit(1))
         if anchor is None:
             raise InvalidRequest(f"No object with id '{after}' to page after.", param="after")
         if newest_first:

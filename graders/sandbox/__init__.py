@@ -256,6 +256,7 @@ class Sandbox:
         self._lease: UidLease | None = None
         self._cgroup: cgroups.SandboxCgroup | None = None
         self._closed = False
+        self.proc: subprocess.Popen | None = None
         self._unregister = None
         try:
             self._start(ctx, mode, source, safe)
@@ -319,7 +320,7 @@ class Sandbox:
     @property
     def alive(self) -> bool:
         """False once the process has exited or been killed."""
-        return not self._closed and self.proc.poll() is None
+        return not self._closed and self.proc is not None and self.proc.poll() is None
 
     def _died(self, what: str) -> SampleError:
         """The error for a sandbox that stopped answering; blames memory when it was that."""
@@ -338,7 +339,7 @@ class Sandbox:
         return OUTPUT_CAP + 4096
 
     def _exchange(self, obj: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
         try:
             self.proc.stdin.write(json.dumps(obj).encode() + b"\n")
             self.proc.stdin.flush()
@@ -386,7 +387,7 @@ class Sandbox:
     def kill(self) -> None:
         """SIGKILL the sandbox (safe from any thread: the grading thread then sees it
         gone and cleans up)."""
-        proc = getattr(self, "proc", None)
+        proc = self.proc
         if proc is not None and proc.returncode is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -401,7 +402,7 @@ class Sandbox:
         if self._unregister is not None:
             self._unregister()
         self.kill()
-        proc = getattr(self, "proc", None)
+        proc = self.proc
         if proc is not None:
             try:
                 proc.wait(timeout=10)

@@ -72,9 +72,9 @@ def _mounts() -> dict[str, Path]:
     return out
 
 
-def _v2_parent(ctx: GraderContext, mounts: dict[str, Path], own: dict[str, str]) -> tuple[Path | None, str]:
-    if ctx.sandbox_cgroup_dir:
-        parent = Path(ctx.sandbox_cgroup_dir)
+def _v2_parent(cgroup_dir: str | None, mounts: dict[str, Path], own: dict[str, str]) -> tuple[Path | None, str]:
+    if cgroup_dir:
+        parent = Path(cgroup_dir)
     elif "" in mounts and "" in own:
         parent = mounts[""] / own[""].lstrip("/")
     else:
@@ -110,8 +110,7 @@ def _detect(cgroup_dir: str | None) -> tuple[CgroupSupport | None, str]:
         mounts, own = _mounts(), _own_cgroups()
     except OSError as exc:
         return None, f"cannot read /proc ({exc.strerror})"
-    ctx = GraderContext(sandbox_cgroup_dir=cgroup_dir)
-    parent, why_not_v2 = _v2_parent(ctx, mounts, own)
+    parent, why_not_v2 = _v2_parent(cgroup_dir, mounts, own)
     if parent is not None:
         return CgroupSupport(2, (parent,), ("memory", "pids")), ""
     if cgroup_dir:

@@ -25,7 +25,22 @@ MAX_WHITESPACE_RUN = 16
 _ROOT, _KEY_OR_CLOSE, _KEY, _COLON, _VALUE, _VALUE_OR_CLOSE, _COMMA_OR_CLOSE, _DONE = range(8)
 
 
-class JsonPrefix:
+class PrefixState:
+    """What the JSON recognisers share: ``accepts`` tries text on a copy of the state.
+    Subclasses define ``copy`` and ``feed``."""
+
+    __slots__ = ()
+
+    def accepts(self, text: str):
+        """The state after ``text``, or None if ``text`` would break the document."""
+        state = self.copy()
+        for ch in text:
+            if not state.feed(ch):
+                return None
+        return state
+
+
+class JsonPrefix(PrefixState):
     """Incremental JSON-object prefix check; see the module docstring."""
 
     __slots__ = ("expect", "stack", "in_string", "is_key", "escape", "literal", "number", "ws_run")
@@ -61,14 +76,6 @@ class JsonPrefix:
         other.in_string, other.is_key, other.escape = self.in_string, self.is_key, self.escape
         other.literal, other.number, other.ws_run = self.literal, self.number, self.ws_run
         return other
-
-    def accepts(self, text: str) -> JsonPrefix | None:
-        """The state after ``text``, or None if ``text`` would break the object."""
-        state = self.copy()
-        for ch in text:
-            if not state.feed(ch):
-                return None
-        return state
 
     def feed(self, ch: str) -> bool:
         """Advance by one character; False when the character cannot come next."""

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import jsonschema
 
-from jobs.structured.json_prefix import MAX_WHITESPACE_RUN
+from jobs.structured.json_prefix import MAX_WHITESPACE_RUN, PrefixState
 
 TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 ANNOTATIONS = frozenset({"title", "description", "$comment", "examples", "default", "deprecated",
@@ -252,7 +252,7 @@ class _Arr(NamedTuple):
 _AGAIN = object()  # the top frame ended without taking the character: offer it to the parent
 
 
-class SchemaPrefix:
+class SchemaPrefix(PrefixState):
     """Incremental schema-valid JSON-object prefix check; see the module docstring."""
 
     __slots__ = ("stack", "ws_run", "complete")
@@ -277,14 +277,6 @@ class SchemaPrefix:
         other = SchemaPrefix.__new__(SchemaPrefix)
         other.stack, other.ws_run, other.complete = list(self.stack), self.ws_run, self.complete
         return other
-
-    def accepts(self, text: str) -> SchemaPrefix | None:
-        """The state after ``text``, or None if ``text`` would break the schema."""
-        state = self.copy()
-        for ch in text:
-            if not state.feed(ch):
-                return None
-        return state
 
     def feed(self, ch: str) -> bool:
         """Advance by one character; False when the character cannot come next."""

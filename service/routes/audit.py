@@ -11,7 +11,6 @@ from sqlalchemy import select
 from jobs.store import AuditEvent
 from service.audit import event_object
 from service.deps import CurrentProject, StoreDep
-from service.guards import check_cursor
 from service.pagination import list_body, page
 
 router = APIRouter(prefix="/v1/audit_events", tags=["audit"])
@@ -57,6 +56,5 @@ def list_audit_events(
             query = query.where(AuditEvent.action == action)
         if object_id is not None:
             query = query.where(AuditEvent.object_id == object_id)
-        check_cursor(session, query, AuditEvent, after)
         rows, has_more = page(session, query, AuditEvent, after=after, limit=limit, order_col=AuditEvent.seq)
         return list_body([event_object(e) for e in rows], has_more)

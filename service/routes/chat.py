@@ -15,8 +15,8 @@ from fastapi import APIRouter, Request
 from service import inference_client
 from service.deps import CurrentProject, SettingsDep, StoreDep
 from service.errors import InvalidRequest
-from service.guards import check_model_name, parse_json_body
-from service.model_lookup import find_model
+from service.guards import parse_json_body
+from service.model_lookup import check_model_name, find_model
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
@@ -50,7 +50,7 @@ async def _forward(request: Request, project_id: str, store, settings, path: str
     if not isinstance(model_id, str) or not model_id:
         raise InvalidRequest("`model` is required: a base model, fine-tuned model or checkpoint name.",
                              param="model")
-    check_model_name(model_id)
+    check_model_name(model_id)  # before the prompt: an impossible name is a 404 first
     if path == "/internal/completions":
         _check_prompt(body.get("prompt"))
     with store.session() as session:

@@ -15,7 +15,6 @@ from jobs.export import archive_dirname, archive_for
 from jobs.store import Checkpoint
 from service.deps import CurrentProject, SettingsDep, StoreDep
 from service.errors import NotFound
-from service.guards import check_model_name
 from service.model_lookup import find_model
 from service.routes.jobs import get_owned_job
 from service.settings import Settings
@@ -28,7 +27,6 @@ SHA_HEADER = "X-Content-SHA256"
 @router.get("/v1/models/{model_id}/content")
 async def model_content(model_id: str, project: CurrentProject, store: StoreDep, settings: SettingsDep):
     """A base model, fine-tuned model or checkpoint as a tar."""
-    check_model_name(model_id)
     with store.session() as session:
         model = find_model(session, settings, project.id, model_id)
     return await _tar_response(settings, model.folder, model.id)

@@ -15,7 +15,7 @@ from jobs.store import File, Job, new_id, now
 from service import audit
 from service.deps import CurrentCaller, CurrentProject, SettingsDep, StoreDep
 from service.errors import Conflict, InvalidRequest, NotFound
-from service.guards import check_cursor, clean_filename
+from service.guards import clean_filename
 from service.pagination import list_body, page
 from service.quotas import check_upload_quota, read_upload_room
 from service.uploads import receive_jsonl_upload
@@ -115,7 +115,6 @@ def list_files(
         query = select(File).where(File.project_id == project.id)
         if purpose:
             query = query.where(File.purpose == purpose)
-        check_cursor(session, query, File, after)
         rows, has_more = page(session, query, File, after=after, limit=limit, newest_first=order == "desc")
         return list_body([file_object(r) for r in rows], has_more)
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import text
 
-import graders
 from graders.sandbox import sandbox_report
 from service.deps import SettingsDep, StoreDep
-from service.grading import grader_context
+from service.grading import build_grader_context
 
 router = APIRouter(tags=["health"])
 
@@ -24,5 +23,5 @@ def healthz(store: StoreDep, settings: SettingsDep) -> dict:
     user code runs sandboxed, unsafe or not at all, why, and how memory is capped."""
     with store.session() as session:
         session.execute(text("SELECT 1"))
-    ctx = graders.GraderContext.model_validate(grader_context(settings))
+    ctx = build_grader_context(settings)
     return {"status": "ok", "sandbox": sandbox_report(ctx)}

@@ -13,7 +13,7 @@ from jobs.store import Checkpoint, Job, JobEvent, new_id, now
 from service import audit
 from service.deps import CurrentCaller, CurrentProject, SettingsDep, StoreDep
 from service.errors import Conflict, InvalidRequest, NotFound
-from service.guards import check_cursor, fits_path, parse_json_body
+from service.guards import fits_path, parse_json_body
 from service.job_requests import body_hash, check_create_body
 from service.pagination import list_body, page
 from service.quotas import check_job_quota
@@ -156,7 +156,6 @@ def list_jobs(project: CurrentProject, store: StoreDep, after: str | None = None
     """The project's jobs, newest first."""
     with store.session() as session:
         query = select(Job).where(Job.project_id == project.id)
-        check_cursor(session, query, Job, after)
         rows, has_more = page(session, query, Job, after=after, limit=limit)
         return list_body([job_object(j) for j in rows], has_more)
 
@@ -246,7 +245,6 @@ def list_events(
     with store.session() as session:
         get_owned_job(session, project.id, job_id)
         query = select(JobEvent).where(JobEvent.job_id == job_id)
-        check_cursor(session, query, JobEvent, after)
         rows, has_more = page(session, query, JobEvent, after=after, limit=limit, order_col=JobEvent.seq)
         return list_body([event_object(e) for e in rows], has_more)
 
@@ -259,6 +257,5 @@ def list_checkpoints(
     with store.session() as session:
         get_owned_job(session, project.id, job_id)
         query = select(Checkpoint).where(Checkpoint.job_id == job_id)
-        check_cursor(session, query, Checkpoint, after)
         rows, has_more = page(session, query, Checkpoint, after=after, limit=limit, order_col=Checkpoint.step)
         return list_body([checkpoint_object(c) for c in rows], has_more)

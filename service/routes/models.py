@@ -10,7 +10,6 @@ from jobs.store import Model
 from service import audit, inference_client
 from service.deps import CurrentCaller, CurrentProject, SettingsDep, StoreDep
 from service.errors import InvalidRequest
-from service.guards import check_model_name
 from service.model_lookup import find_model, list_models
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -26,7 +25,6 @@ def list_all(project: CurrentProject, store: StoreDep, settings: SettingsDep) ->
 @router.get("/{model_id}")
 def retrieve(model_id: str, project: CurrentProject, store: StoreDep, settings: SettingsDep) -> dict:
     """One model: a base model, a fine-tuned model or a checkpoint name."""
-    check_model_name(model_id)
     with store.session() as session:
         return find_model(session, settings, project.id, model_id).as_object()
 
@@ -36,7 +34,6 @@ async def delete(model_id: str, project: CurrentProject, caller: CurrentCaller, 
                  settings: SettingsDep) -> dict:
     """Delete a fine-tuned model: it stops being served and its download archives go.
     Its checkpoint folder stays with its job."""
-    check_model_name(model_id)
     with store.session() as session:
         model = find_model(session, settings, project.id, model_id)
         if model.kind != "fine-tuned":
