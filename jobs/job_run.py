@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from jobs import queue, spec, trainer_secrets
+from jobs import queue, trainer_secrets
 from jobs.base_models import COMPLETE_MARKER, UnknownModel, resolve_base_model
 from jobs.procutil import die_with_parent
+from jobs.status import JobStatus
 from jobs.store import Checkpoint, File, Job, JobEvent, Model, Project, new_id, now
 
 if TYPE_CHECKING:
@@ -309,7 +310,7 @@ class JobRun:
         with self.store.session() as session:
             # Not charged (queue module doc). ``attempts`` still counts this claim: it
             # numbers the attempt's events, which the next attempt imports by that number.
-            queue.release(session, self.claim, self.cfg.lease_seconds, status=spec.QUEUED)
+            queue.release(session, self.claim, self.cfg.lease_seconds, status=JobStatus.QUEUED)
             queue.add_event(session, self.claim.job_id, "Worker shutting down; the job was re-queued.", level="warn")
 
     # -- events --------------------------------------------------------------------------
@@ -413,11 +414,11 @@ class JobRun:
             self._settle_succeeded(finished)
         elif status == "paused":
             with self.store.session() as session:
-                queue.release(session, self.claim, self.cfg.lease_seconds, status=spec.PAUSED)
+                queue.release(session, self.claim, self.cfg.lease_seconds, status=JobStatus.PAUSED)
                 queue.add_event(session, self.claim.job_id, "Job paused; resume it to continue from the newest checkpoint.")
         elif status == "cancelled" or requested == "cancel":
             with self.store.session() as session:
-                queue.release(session, self.claim, self.cfg.lease_seconds, status=spec.CANCELLED, finished_at=now())
+                queue.release(session, self.claim, self.cfg.lease_seconds, status=JobStatus.CANCELLED, finished_at=now())
                 queue.add_event(session, self.claim.job_id, "Job cancelled.")
         elif self.last_error and self.last_error.get("code") in PERMANENT_ERRORS:
             self._settle_failed(self.last_error["code"], str(self.last_error.get("message")))
@@ -448,7 +449,7 @@ class JobRun:
                 session,
                 self.claim,
                 self.cfg.lease_seconds,
-                status=spec.SUCCEEDED,
+                status=JobStatus.SUCCEEDED,
                 finished_at=now(),
                 fine_tuned_model=name,
                 trained_tokens=finished.get("trained_tokens"),
@@ -466,7 +467,7 @@ class JobRun:
             session,
             self.claim,
             self.cfg.lease_seconds,
-            status=spec.FAILED,
+            status=JobStatus.FAILED,
             finished_at=now(),
             error={"code": code, "message": message, "param": None},
             estimated_finish=None,
@@ -489,7 +490,7 @@ class JobRun:
                 )
                 return
             queue.release(
-                session, self.claim, self.cfg.lease_seconds, status=spec.QUEUED, charged_attempts=charged
+                session, self.claim, self.cfg.lease_seconds, status=JobStatus.QUEUED, charged_attempts=charged
             )
             queue.add_event(
                 session,

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from jobs import spec
+from jobs.status import JobStatus
 from jobs.store import Job, JobEvent, Store, new_id, now
 
 
@@ -83,13 +83,13 @@ def reap_expired(store: Store) -> list[str]:
     current = time.time()
     with store.session() as session:
         stale = session.scalars(
-            select(Job).where(Job.status == spec.RUNNING, Job.lease_expires_at < current)
+            select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < current)
         ).all()
         for job in stale:
             progressed = job.progress_step > job.claim_progress_step
             charged = job.charged_attempts + (0 if progressed else 1)
             if progressed:
-                values = dict(status=spec.QUEUED)
+                values = dict(status=JobStatus.QUEUED)
                 note, level = (
                     f"Worker lost on attempt {job.attempts} after it saved checkpoint step-{job.progress_step}; "
                     "the job was re-queued and will resume from its newest checkpoint. Not counted against "
@@ -98,7 +98,7 @@ def reap_expired(store: Store) -> list[str]:
                 )
             elif charged >= job.max_attempts:
                 values = dict(
-                    status=spec.FAILED,
+                    status=JobStatus.FAILED,
                     finished_at=now(),
                     estimated_finish=None,
                     error={
@@ -114,7 +114,7 @@ def reap_expired(store: Store) -> list[str]:
                     "error",
                 )
             else:
-                values = dict(status=spec.QUEUED)
+                values = dict(status=JobStatus.QUEUED)
                 note, level = (
                     f"Worker lost on attempt {job.attempts} before a new checkpoint ({charged} of "
                     f"{job.max_attempts} attempts used); the job was re-queued and will resume from its "
@@ -128,7 +128,7 @@ def reap_expired(store: Store) -> list[str]:
                 .where(
                     Job.id == job.id,
                     Job.lease_token == job.lease_token,
-                    Job.status == spec.RUNNING,
+                    Job.status == JobStatus.RUNNING,
                     Job.lease_expires_at < current,
                 )
                 .values(
@@ -151,7 +151,7 @@ def claim_next(store: Store, worker_id: str, lease_seconds: float) -> Claim | No
         with store.session() as session:
             candidate = session.execute(
                 select(Job.id, Job.lease_token, Job.attempts)
-                .where(Job.status == spec.QUEUED)
+                .where(Job.status == JobStatus.QUEUED)
                 .order_by(Job.created_at, Job.id)
                 .limit(1)
             ).first()
@@ -162,11 +162,11 @@ def claim_next(store: Store, worker_id: str, lease_seconds: float) -> Claim | No
                 update(Job)
                 .where(
                     Job.id == candidate.id,
-                    Job.status == spec.QUEUED,
+                    Job.status == JobStatus.QUEUED,
                     Job.lease_token == candidate.lease_token,
                 )
                 .values(
-                    status=spec.RUNNING,
+                    status=JobStatus.RUNNING,
                     lease_owner=worker_id,
                     lease_token=candidate.lease_token + 1,
                     lease_expires_at=current + lease_seconds,
@@ -193,7 +193,7 @@ def fence(session: Session, claim: Claim, lease_seconds: float) -> str | None:
     current = time.time()
     res = session.execute(
         update(Job)
-        .where(Job.id == claim.job_id, Job.lease_token == claim.token, Job.status == spec.RUNNING)
+        .where(Job.id == claim.job_id, Job.lease_token == claim.token, Job.status == JobStatus.RUNNING)
         .values(heartbeat_at=current, lease_expires_at=current + lease_seconds)
     )
     if res.rowcount != 1:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from jobs import spec
+from jobs.status import ACTIVE_STATUSES
 from jobs.store import File, Job, Project, Store
 from service.errors import QuotaExceeded
 from service.settings import Settings
@@ -51,10 +51,10 @@ def lock_project(session: Session, project_id: str) -> None:
 def jobs_by_status(session: Session, project_id: str) -> dict[str, int]:
     """The project's unfinished jobs, counted by status."""
     rows = session.execute(
-        select(Job.status, func.count()).where(Job.project_id == project_id, Job.status.in_(spec.ACTIVE_STATUSES))
+        select(Job.status, func.count()).where(Job.project_id == project_id, Job.status.in_(ACTIVE_STATUSES))
         .group_by(Job.status)
     )
-    counts = dict.fromkeys(spec.ACTIVE_STATUSES, 0)
+    counts = dict.fromkeys(ACTIVE_STATUSES, 0)
     counts.update({status: n for status, n in rows})
     return counts
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from jobs.spec import ACTIVE_STATUSES
+from jobs.status import ACTIVE_STATUSES
 from jobs.store import File, Job, new_id, now
 from service import audit
 from service.deps import CurrentCaller, CurrentProject, SettingsDep, StoreDep

@@ -7,8 +7,8 @@ import json
 from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy import select, update
 
-from jobs import spec
 from jobs.queue import add_event
+from jobs.status import FINISHED_STATUSES, JobStatus
 from jobs.store import Checkpoint, Job, JobEvent, new_id, now
 from service import audit
 from service.deps import CurrentCaller, CurrentProject, SettingsDep, StoreDep
@@ -127,7 +127,7 @@ async def create_job(
             id=new_id("ftjob"),
             project_id=project.id,
             model=checked.model,
-            status=spec.VALIDATING,
+            status=JobStatus.VALIDATING,
             created_at=now(),
             training_file=checked.training_file.id,
             validation_file=checked.validation_file.id if checked.validation_file else None,
@@ -143,7 +143,7 @@ async def create_job(
         add_event(session, job.id, f"Validating training file: {checked.training_file.id}")
         hyper = checked.method["reinforcement"]["hyperparameters"]
         add_event(session, job.id, "Resolved hyperparameters: " + json.dumps(hyper, sort_keys=True), data=hyper)
-        job.status = spec.QUEUED
+        job.status = JobStatus.QUEUED
         add_event(session, job.id, "Files validated; the job is queued.")
         audit.record(session, caller, "job.create", "fine_tuning.job", job.id, {
             "model": job.model, "method": job.method["type"], "training_file": job.training_file,
@@ -173,13 +173,13 @@ def cancel_job(job_id: str, project: CurrentProject, caller: CurrentCaller, stor
     with store.session() as session:
         job = get_owned_job(session, project.id, job_id)
         before = job.status
-        if job.status in spec.FINISHED_STATUSES:
+        if job.status in FINISHED_STATUSES:
             raise Conflict(f"Job '{job_id}' has already {job.status}; it cannot be cancelled.", param="fine_tuning_job_id")
-        if job.status == spec.RUNNING:
+        if job.status == JobStatus.RUNNING:
             job.requested_action = "cancel"
             add_event(session, job.id, "Cancellation requested.")
         else:
-            _cas_status(session, job, spec.CANCELLED, finished_at=now())
+            _cas_status(session, job, JobStatus.CANCELLED, finished_at=now())
             add_event(session, job.id, "Job cancelled.")
         audit.record(session, caller, "job.cancel", "fine_tuning.job", job.id,
                      {"status_before": before, "status_after": job.status})
@@ -193,11 +193,11 @@ def pause_job(job_id: str, project: CurrentProject, caller: CurrentCaller, store
     with store.session() as session:
         job = get_owned_job(session, project.id, job_id)
         before = job.status
-        if job.status == spec.RUNNING:
+        if job.status == JobStatus.RUNNING:
             job.requested_action = "pause"
             add_event(session, job.id, "Pause requested; the job will checkpoint and stop.")
-        elif job.status in (spec.QUEUED, spec.VALIDATING):
-            _cas_status(session, job, spec.PAUSED)
+        elif job.status in (JobStatus.QUEUED, JobStatus.VALIDATING):
+            _cas_status(session, job, JobStatus.PAUSED)
             add_event(session, job.id, "Job paused before it started.")
         else:
             raise Conflict(
@@ -215,9 +215,9 @@ def resume_job(job_id: str, project: CurrentProject, caller: CurrentCaller, stor
     with store.session() as session:
         job = get_owned_job(session, project.id, job_id)
         before = job.status
-        if job.status != spec.PAUSED:
+        if job.status != JobStatus.PAUSED:
             raise Conflict(f"Job '{job_id}' is {job.status}; only paused jobs can be resumed.", param="fine_tuning_job_id")
-        _cas_status(session, job, spec.QUEUED)
+        _cas_status(session, job, JobStatus.QUEUED)
         add_event(session, job.id, "Job resumed; it is queued.")
         audit.record(session, caller, "job.resume", "fine_tuning.job", job.id,
                      {"status_before": before, "status_after": job.status})

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobs import queue, spec
+from jobs import queue
 from jobs.job_run import JobRun, newest_complete_checkpoint
+from jobs.status import JobStatus
 from jobs.store import Checkpoint, Job, JobEvent, Project, Store, new_id, now
 
 
@@ -36,7 +37,7 @@ def checkpoint(job_dir: Path, step: int, complete: bool = True) -> None:
 
 def test_a_resumed_attempt_sees_one_event_per_line_and_only_loadable_checkpoints(store, tmp_path):
     with store.session() as s:
-        job = Job(id=new_id("ftjob"), project_id="proj-1", model="tiny", status=spec.QUEUED, created_at=now(),
+        job = Job(id=new_id("ftjob"), project_id="proj-1", model="tiny", status=JobStatus.QUEUED, created_at=now(),
                   training_file="file-x", seed=0, method={"type": "reinforcement"})
         s.add(job)
     job_id = job.id

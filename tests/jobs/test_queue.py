@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobs import queue, spec
+from jobs import queue
+from jobs.status import JobStatus
 from jobs.store import Job, JobEvent, Project, Store, new_id, now
 from tests.postgres import postgres_server
 
@@ -37,7 +38,7 @@ def add_jobs(store: Store, n: int, max_attempts: int = 3) -> list[str]:
     ids = []
     with store.session() as s:
         for i in range(n):
-            job = Job(id=new_id("ftjob"), project_id="proj-1", model="tiny", status=spec.QUEUED,
+            job = Job(id=new_id("ftjob"), project_id="proj-1", model="tiny", status=JobStatus.QUEUED,
                       created_at=now() + i, training_file="file-x", seed=0, method={"type": "reinforcement"},
                       max_attempts=max_attempts)
             s.add(job)
@@ -58,14 +59,14 @@ def test_a_worker_whose_lease_expired_can_no_longer_write(store):
         queue.add_event(s, job_id, "zombie write")
         queue.fence(s, first, 30)
     with pytest.raises(queue.LeaseLost), store.session() as s:
-        queue.release(s, first, 30, status=spec.SUCCEEDED)
+        queue.release(s, first, 30, status=JobStatus.SUCCEEDED)
     with store.session() as s:
         job = s.get(Job, job_id)
-        assert (job.status, job.lease_owner) == (spec.RUNNING, "worker-b")
+        assert (job.status, job.lease_owner) == (JobStatus.RUNNING, "worker-b")
         assert not [e for e in s.query(JobEvent).filter_by(job_id=job_id) if e.message == "zombie write"]
-        queue.release(s, second, 30, status=spec.SUCCEEDED)
+        queue.release(s, second, 30, status=JobStatus.SUCCEEDED)
     with store.session() as s:
-        assert s.get(Job, job_id).status == spec.SUCCEEDED
+        assert s.get(Job, job_id).status == JobStatus.SUCCEEDED
 
 
 def test_reaper_fails_a_job_out_of_attempts(store):
@@ -75,7 +76,7 @@ def test_reaper_fails_a_job_out_of_attempts(store):
     queue.reap_expired(store)
     with store.session() as s:
         job = s.get(Job, job_id)
-        assert job.status == spec.FAILED and job.error["code"] == "worker_lost"
+        assert job.status == JobStatus.FAILED and job.error["code"] == "worker_lost"
     assert queue.claim_next(store, "worker-b", lease_seconds=30) is None
 
 
@@ -131,14 +132,14 @@ def test_lost_workers_that_checkpointed_use_no_attempts(store):
         assert claim.attempt == step + 1
     with store.session() as s:
         job = s.get(Job, job_id)
-        assert (job.status, job.attempts, job.charged_attempts) == (spec.QUEUED, 10, 0)
+        assert (job.status, job.attempts, job.charged_attempts) == (JobStatus.QUEUED, 10, 0)
         notes = [e.message for e in s.query(JobEvent).filter_by(job_id=job_id)]
     assert sum("Not counted against its attempts" in n for n in notes) == 10
     last = queue.claim_next(store, "worker-z", lease_seconds=30)
     assert last.attempt == 11
     with store.session() as s:
-        queue.release(s, last, 30, status=spec.SUCCEEDED)
-        assert s.get(Job, job_id).status == spec.SUCCEEDED
+        queue.release(s, last, 30, status=JobStatus.SUCCEEDED)
+        assert s.get(Job, job_id).status == JobStatus.SUCCEEDED
 
 
 def test_lost_workers_without_a_new_checkpoint_use_attempts(store):
@@ -148,11 +149,11 @@ def test_lost_workers_without_a_new_checkpoint_use_attempts(store):
     lose_worker(store, job_id)                     # nothing at all: charged
     with store.session() as s:
         job = s.get(Job, job_id)
-        assert (job.status, job.charged_attempts) == (spec.QUEUED, 2)
+        assert (job.status, job.charged_attempts) == (JobStatus.QUEUED, 2)
     lose_worker(store, job_id)
     with store.session() as s:
         job = s.get(Job, job_id)
-        assert (job.status, job.attempts, job.charged_attempts) == (spec.FAILED, 4, 3)
+        assert (job.status, job.attempts, job.charged_attempts) == (JobStatus.FAILED, 4, 3)
         assert job.error["code"] == "worker_lost" and "on 3 of its attempts" in job.error["message"]
     assert queue.claim_next(store, "worker-b", lease_seconds=30) is None
 
@@ -185,7 +186,7 @@ def test_trainer_crashes_use_attempts_even_after_progress(store, tmp_path):
         with store.session() as s:
             job = s.get(Job, job_id)
             assert job.charged_attempts == n
-            assert job.status == (spec.FAILED if n == 3 else spec.QUEUED)
+            assert job.status == (JobStatus.FAILED if n == 3 else JobStatus.QUEUED)
     assert job.error["code"] == "trainer_crashed"
     assert "exited with code 1 on 3 attempts" in job.error["message"]
     assert "RuntimeError: boom" in job.error["message"]
@@ -200,9 +201,9 @@ def test_a_lost_worker_between_two_crashes_is_free_when_it_checkpointed(store, t
     run._settle_crash(1)                          # 1 of 2 charged
     lose_worker(store, job_id, checkpoint_step=3)  # machinery, with progress: free
     with store.session() as s:
-        assert (s.get(Job, job_id).status, s.get(Job, job_id).charged_attempts) == (spec.QUEUED, 1)
+        assert (s.get(Job, job_id).status, s.get(Job, job_id).charged_attempts) == (JobStatus.QUEUED, 1)
     run = JobRun(worker, queue.claim_next(store, "worker-c", lease_seconds=30))
     run._settle_crash(1)                          # 2 of 2: failed
     with store.session() as s:
         job = s.get(Job, job_id)
-        assert (job.status, job.error["code"], job.attempts) == (spec.FAILED, "trainer_crashed", 3)
+        assert (job.status, job.error["code"], job.attempts) == (JobStatus.FAILED, "trainer_crashed", 3)

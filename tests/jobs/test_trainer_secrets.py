@@ -14,9 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from graders import GraderContext
-from jobs import spec
 from jobs.hyperparams import resolve_hyperparameters
 from jobs.job_run import JobRun
+from jobs.status import JobStatus
 from jobs.store import File, Job, Project, Store, new_id, now
 from jobs.trainer_secrets import (
     SECRETS_ENV,
@@ -147,7 +147,7 @@ def test_a_worker_run_job_leaves_no_secret_on_disk(tmp_path, models_dir):
         s.flush()  # the project row first: files and jobs point at it
         s.add(File(id="file-train", project_id="proj-1", filename="train.jsonl", purpose="fine-tune", bytes=1,
                    line_count=len(ROWS), sha256="0" * 64, path="files/train.jsonl", created_at=now()))
-        job = Job(id=new_id("ftjob"), project_id="proj-1", model="tiny", status=spec.QUEUED, created_at=now(),
+        job = Job(id=new_id("ftjob"), project_id="proj-1", model="tiny", status=JobStatus.QUEUED, created_at=now(),
                   training_file="file-train", validation_file="file-train", seed=3, max_attempts=1,
                   method={"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": hp}})
         s.add(job)
@@ -169,7 +169,7 @@ def test_a_worker_run_job_leaves_no_secret_on_disk(tmp_path, models_dir):
     store = Store(f"sqlite:///{data / 'rft.db'}")
     with store.session() as s:
         finished = s.get(Job, job_id)
-        assert finished.status == spec.SUCCEEDED, finished.error
+        assert finished.status == JobStatus.SUCCEEDED, finished.error
     store.dispose()
     # The child graded with both keys (and nothing else was ever sent).
     assert judge.seen == {judge_key, internal_key}

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from graders.sandbox import sandbox_status
-from jobs import spec
+from jobs.status import JobStatus
 from jobs.store import Job, Project, Store, new_id, now
 from service.errors import QuotaExceeded
 from service.quotas import check_job_quota
@@ -205,12 +205,12 @@ def test_the_job_over_the_quota_is_429_and_cancelling_frees_a_slot(quota_server)
             client.fine_tuning.jobs.create(model=FAKE_MODEL, training_file=training, method=METHOD)
         counted = usage(http)["active_jobs"]
         assert counted["limit"] == MAX_JOBS and counted["used"] == MAX_JOBS and counted["remaining"] == 0
-        assert counted["by_status"][spec.QUEUED] == MAX_JOBS
+        assert counted["by_status"][JobStatus.QUEUED] == MAX_JOBS
 
         # Paused jobs still count: they come back.
         client.fine_tuning.jobs.pause(jobs[0].id)
         assert_quota_refusal(http.post("/v1/fine_tuning/jobs", json=body), "RFT_MAX_ACTIVE_JOBS_PER_PROJECT")
-        assert usage(http)["active_jobs"]["by_status"][spec.PAUSED] == 1
+        assert usage(http)["active_jobs"]["by_status"][JobStatus.PAUSED] == 1
 
         # Another project is not held to this one's count.
         other = quota_server.client("jobs-other")
@@ -271,7 +271,7 @@ def test_the_quota_lock_serialises_creates_on_both_databases(store, tmp_path):
             with store.session() as s:
                 check_job_quota(s, settings, "proj-race")
                 time.sleep(0.05)  # widen the window between the count and the insert
-                s.add(Job(id=new_id("ftjob"), project_id="proj-race", model="m", status=spec.QUEUED,
+                s.add(Job(id=new_id("ftjob"), project_id="proj-race", model="m", status=JobStatus.QUEUED,
                           created_at=now(), training_file="file-x", seed=0, method={"type": "reinforcement"}))
             outcomes.append("created")
         except QuotaExceeded:
@@ -350,7 +350,7 @@ def test_usage_matches_the_project(quota_server):
     assert got["files"] == {"limit": MAX_FILES, "used": 3, "remaining": 0, "setting": "RFT_MAX_FILES_PER_PROJECT"}
     assert got["file_bytes"]["used"] == sum(sizes) + rows_bytes
     assert got["file_bytes"]["remaining"] == MAX_BYTES - sum(sizes) - rows_bytes
-    assert got["active_jobs"]["used"] == 1 and got["active_jobs"]["by_status"][spec.QUEUED] == 1
+    assert got["active_jobs"]["used"] == 1 and got["active_jobs"]["by_status"][JobStatus.QUEUED] == 1
     assert got["grader_run_slots"] == {"limit": 1, "used": 0, "remaining": 1, "waiting": 0, "waiting_limit": 1,
                                        "setting": "RFT_GRADER_RUN_SLOTS_PER_PROJECT",
                                        "waiting_setting": "RFT_GRADER_RUN_WAITING_PER_PROJECT"}
